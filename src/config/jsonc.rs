@@ -1,0 +1,1 @@
+//! JSONC parsing with source spans.

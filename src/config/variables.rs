@@ -1,0 +1,1 @@
+//! Build-time variable substitution.

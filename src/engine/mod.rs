@@ -1,0 +1,92 @@
+//! Engines build a [`BuildPlan`]'s steps into layers. `local` runs each install script with
+//! runc over an overlayfs mount; a BuildKit engine will lower the same plan to LLB.
+
+pub mod local;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Location;
+use crate::image::Layer;
+
+/// Whether install scripts get a network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// A network namespace of their own with only loopback.
+    #[default]
+    None,
+    /// The host's network namespace, to reach a package mirror.
+    Host,
+}
+
+/// What building one step gave.
+#[derive(Debug, Clone)]
+pub struct StepResult {
+    pub layer: Layer,
+    /// True when the layer came from the cache and no script ran.
+    pub cached: bool,
+    pub duration: Duration,
+}
+
+/// Set when the user interrupts the build; engines check it and stop cleanly.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Errors while building steps.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "Feature `{feature}` failed: install script exited with code {exit_code}{}",
+        location.as_ref().map(|l| format!(" (listed at {l})")).unwrap_or_default()
+    )]
+    ScriptFailed {
+        feature: String,
+        location: Option<Location>,
+        exit_code: i32,
+        /// The last lines the script printed.
+        output_tail: Vec<String>,
+    },
+    #[error("{what}")]
+    MissingPrerequisite { what: String, hint: String },
+    #[error("failed to {action}")]
+    Io {
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("interrupted")]
+    Interrupted,
+    #[error(transparent)]
+    Image(#[from] crate::image::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+}
+
+impl Error {
+    pub fn is_invalid_input(&self) -> bool {
+        false
+    }
+
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::MissingPrerequisite { hint, .. } => Some(hint.clone()),
+            Error::ScriptFailed { output_tail, .. } if !output_tail.is_empty() => Some(format!(
+                "the script's last output:\n    {}",
+                output_tail.join("\n    ")
+            )),
+            _ => None,
+        }
+    }
+}

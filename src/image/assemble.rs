@@ -1,0 +1,1 @@
+//! The final image config and manifest.

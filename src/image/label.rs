@@ -1,0 +1,1 @@
+//! The `devcontainer.metadata` label.

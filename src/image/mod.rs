@@ -1,0 +1,30 @@
+//! Image assembly: deterministic layer tarballs, compression, the image config with the
+//! `devcontainer.metadata` label, and the manifest.
+//!
+//! Layers are written from and unpacked into folders in overlayfs's on-disk format (whiteouts
+//! as 0:0 character devices, opaque folders marked with `trusted.overlay.opaque`), which is
+//! what the local engine's snapshots use.
+
+pub mod assemble;
+pub mod label;
+pub mod layer;
+
+pub use layer::{Compression, Layer, LayerOptions};
+
+/// Errors in writing or reading layers and image documents.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to {action} `{}`", .path.display())]
+    Io {
+        action: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("layer entry `{entry}` escapes the extraction folder")]
+    UnsafeEntry { entry: String },
+    #[error("invalid image document: {0}")]
+    InvalidDocument(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+}

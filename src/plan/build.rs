@@ -1,0 +1,1 @@
+//! Turning a config and its ordered Features into a plan.
