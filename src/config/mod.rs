@@ -7,6 +7,7 @@
 mod error;
 pub mod jsonc;
 mod load;
+pub mod metadata;
 mod model;
 pub mod variables;
 
