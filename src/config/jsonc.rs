@@ -610,6 +610,44 @@ mod tests {
     }
 
     #[test]
+    fn duplicate_keys_warn_with_both_locations() {
+        #[derive(Clone, Default)]
+        struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            parse("{\n  \"a\": {\"x\": 1, \"x\": 2},\n  \"a\": 3\n}")
+                .1
+                .unwrap();
+        });
+
+        let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(logs.contains("WARN"), "{logs}");
+        assert!(
+            logs.contains("dir/file.json:2:3: key `a` is repeated at dir/file.json:3:3"),
+            "{logs}"
+        );
+        assert!(
+            logs.contains("dir/file.json:2:9: key `x` is repeated at dir/file.json:2:17"),
+            "{logs}"
+        );
+    }
+
+    #[test]
     fn js_order_puts_index_keys_first() {
         let (_, value) = parse("{\"b\": 1, \"10\": 2, \"2\": 3, \"01\": 4, \"a\": 5}");
         let json = value.unwrap().to_json();

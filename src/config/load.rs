@@ -403,3 +403,479 @@ fn found(doc: &Document, value: &Value) -> String {
         _ => format!("{} `{}`", value.type_name(), doc.snippet(value.span)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "USER_NAME" => Some("alice".into()),
+            "REGISTRY" => Some("127.0.0.1:5000".into()),
+            _ => None,
+        }
+    }
+
+    fn write(root: &Path, relative: &str, text: &str) -> PathBuf {
+        let path = root.join(relative);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Writes `text` as `.devcontainer/devcontainer.json` in a fresh workspace and loads it.
+    fn load_text(text: &str) -> (tempfile::TempDir, Result<Config, Error>) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), ".devcontainer/devcontainer.json", text);
+        let result = load(&file, &env);
+        (dir, result)
+    }
+
+    fn load_err(text: &str) -> (String, String) {
+        let (dir, result) = load_text(text);
+        let err = result.expect_err("expected an error");
+        let prefix = format!("{}/", dir.path().display());
+        (
+            err.to_string().replace(&prefix, ""),
+            err.hint().unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn finds_the_default_locations_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        assert!(matches!(find_config(root, None), Err(Error::NotFound(p)) if p == root));
+
+        let named = write(root, ".devcontainer/python/devcontainer.json", "{}");
+        assert_eq!(find_config(root, None).unwrap(), named);
+
+        let root_file = write(root, ".devcontainer.json", "{}");
+        assert_eq!(find_config(root, None).unwrap(), root_file);
+
+        let main = write(root, ".devcontainer/devcontainer.json", "{}");
+        assert_eq!(find_config(root, None).unwrap(), main);
+    }
+
+    #[test]
+    fn several_named_configs_are_ambiguous() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let b = write(root, ".devcontainer/rust/devcontainer.json", "{}");
+        let a = write(root, ".devcontainer/node/devcontainer.json", "{}");
+        write(root, ".devcontainer/notes/readme.md", "not a config");
+
+        let err = find_config(root, None).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.starts_with("found 2 devcontainer.json files"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("`{}`, `{}`", a.display(), b.display())),
+            "{message}"
+        );
+        assert!(err
+            .hint()
+            .unwrap()
+            .contains(&format!("--config {}", a.display())));
+    }
+
+    #[test]
+    fn explicit_config_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let custom = write(dir.path(), "elsewhere/custom.json", "{}");
+        write(dir.path(), ".devcontainer/devcontainer.json", "{}");
+        assert_eq!(find_config(dir.path(), Some(&custom)).unwrap(), custom);
+
+        let missing = dir.path().join("missing.json");
+        let err = find_config(dir.path(), Some(&missing)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("config file `{}` does not exist", missing.display())
+        );
+        assert!(err.hint().unwrap().contains("--config"));
+    }
+
+    #[test]
+    fn workspace_and_config_dir_follow_the_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let image = r#"{"image": "debian"}"#;
+        let cases = [
+            (".devcontainer/devcontainer.json", "", ".devcontainer"),
+            (".devcontainer/go/devcontainer.json", "", ".devcontainer/go"),
+            (".devcontainer.json", "", ""),
+            ("configs/custom.json", "configs", "configs"),
+        ];
+        for (relative, workspace, config_dir) in cases {
+            let file = write(root, relative, image);
+            let config = load(&file, &env).unwrap();
+            assert_eq!(config.workspace, root.join(workspace), "{relative}");
+            assert_eq!(config.config_dir, root.join(config_dir), "{relative}");
+            assert_eq!(config.file, file);
+        }
+    }
+
+    #[test]
+    fn loads_every_image_property() {
+        let text = r#"
+// comment
+{
+    "name": "demo",
+    "image": "${localEnv:REGISTRY}/debian:${localEnv:TAG:bookworm}",
+    "features": {
+        "./features/b": { "user": "${localEnv:USER_NAME}", "flag": true, "count": 3, "ratio": 1.5 },
+        "ghcr.io/devcontainers/features/git:1": "${localEnv:GIT:latest}",
+        "./features/a": {},
+    },
+    "overrideFeatureInstallOrder": ["./features/a", "./features/b"],
+    "containerEnv": { "Z": "${localWorkspaceFolderBasename}", "A": "${containerEnv:PATH}" },
+    "containerUser": "root",
+    "remoteUser": "${localEnv:USER_NAME}",
+    "updateRemoteUserUID": false,
+    "unknownProperty": [1, 2, 3],
+}
+"#;
+        let (dir, result) = load_text(text);
+        let config = result.unwrap();
+        let file = dir.path().join(".devcontainer/devcontainer.json");
+
+        assert_eq!(config.image.reference, "127.0.0.1:5000/debian:bookworm");
+        assert_eq!(
+            config.image.location.to_string(),
+            format!("{}:5:14", file.display())
+        );
+
+        let refs: Vec<_> = config
+            .features
+            .iter()
+            .map(|f| f.reference.as_str())
+            .collect();
+        assert_eq!(
+            refs,
+            [
+                "./features/b",
+                "ghcr.io/devcontainers/features/git:1",
+                "./features/a"
+            ]
+        );
+        assert_eq!(
+            (
+                config.features[0].location.line,
+                config.features[0].location.column
+            ),
+            (7, 9)
+        );
+        let FeatureOptions::Map(options) = &config.features[0].options else {
+            panic!("expected options, got {:?}", config.features[0].options);
+        };
+        let values: Vec<_> = options
+            .iter()
+            .map(|(k, (v, _))| (k.as_str(), v.clone()))
+            .collect();
+        assert_eq!(
+            values,
+            [
+                ("count", OptionValue::String("3".into())),
+                ("flag", OptionValue::Bool(true)),
+                ("ratio", OptionValue::String("1.5".into())),
+                ("user", OptionValue::String("alice".into())),
+            ]
+        );
+        assert_eq!(options["user"].1.column, 35);
+        assert_eq!(
+            config.features[1].options,
+            FeatureOptions::Shorthand("latest".into())
+        );
+        assert_eq!(
+            config.features[2].options,
+            FeatureOptions::Map(BTreeMap::new())
+        );
+
+        let order: Vec<_> = config
+            .override_install_order
+            .iter()
+            .map(|(id, at)| (id.as_str(), at.line, at.column))
+            .collect();
+        assert_eq!(order, [("./features/a", 11, 37), ("./features/b", 11, 53)]);
+
+        let basename = dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert_eq!(
+            config.container_env,
+            [
+                ("Z".to_string(), basename),
+                ("A".to_string(), "${containerEnv:PATH}".to_string())
+            ]
+        );
+        assert_eq!(config.container_user.as_deref(), Some("root"));
+        assert_eq!(config.remote_user.as_deref(), Some("alice"));
+        assert_eq!(config.update_remote_user_uid, Some(false));
+
+        let entry = serde_json::Value::Object(config.metadata_entry);
+        assert_eq!(
+            entry,
+            serde_json::json!({
+                "containerEnv": { "Z": "${localWorkspaceFolderBasename}", "A": "${containerEnv:PATH}" },
+                "containerUser": "root",
+                "remoteUser": "${localEnv:USER_NAME}",
+                "updateRemoteUserUID": false,
+            })
+        );
+    }
+
+    #[test]
+    fn null_properties_count_as_unset() {
+        let text = r#"{"image": "debian", "features": null, "containerEnv": null, "remoteUser": null,
+            "overrideFeatureInstallOrder": null, "updateRemoteUserUID": null, "build": null}"#;
+        let (_dir, result) = load_text(text);
+        let config = result.unwrap();
+        assert!(config.features.is_empty() && config.container_env.is_empty());
+        assert!(config.remote_user.is_none() && config.update_remote_user_uid.is_none());
+        assert!(config.override_install_order.is_empty());
+        // The label keeps keys that are present, even as `null`, as the reference does.
+        assert_eq!(config.metadata_entry["remoteUser"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn build_settings_next_to_image_are_ignored() {
+        let (_dir, result) = load_text(r#"{"image": "debian", "build": {"args": {"A": "1"}}}"#);
+        assert_eq!(result.unwrap().image.reference, "debian");
+    }
+
+    #[test]
+    fn invalid_configs_name_position_value_and_fix() {
+        let f = ".devcontainer/devcontainer.json";
+        // (text, start of the message, fragment of the hint)
+        let cases: &[(&str, &str, &str)] = &[
+            ("{\"image\": 42}", "1:11: `image` must be a string, found a number `42`", "\"image\": \"debian:bookworm\""),
+            ("{\"image\": \"  \"}", "1:11: `image` is empty, found `\"  \"`", "name the base image"),
+            ("{\"name\": \"x\"}", "1:1: no `image` property", "add `\"image\""),
+            ("[1]", "1:1: the file must hold a JSON object, found an array `[1]`", "as an object"),
+            ("{\"image\": \"x\",\n \"build\": {\"dockerfile\": \"Dockerfile\"}}",
+             "2:2: `build`: Dockerfile sources are not supported by the local engine, found `{\"dockerfile\": \"Dockerfile\"}`",
+             "use `image`"),
+            ("{\"build\": {\"context\": \"..\"}}", "1:2: `build`: Dockerfile sources are not supported", "BuildKit engine"),
+            ("{\"dockerFile\": \"Dockerfile\"}", "1:2: `dockerFile`: Dockerfile sources are not supported by the local engine, found `\"Dockerfile\"`", "use `image`"),
+            ("{\"image\": \"x\", \"dockerComposeFile\": [\"a.yml\"], \"service\": \"app\"}",
+             "1:16: `dockerComposeFile`: Docker Compose sources are not supported by the local engine, found `[\"a.yml\"]`",
+             "BuildKit engine"),
+            ("{\"image\": \"x\", \"features\": [\"git\"]}", "1:28: `features` must be an object, found an array `[\"git\"]`", "\"features\": {"),
+            ("{\"image\": \"x\", \"features\": {\"./f\": true}}",
+             "1:36: Feature `./f` must be an object of options or a version string, found a boolean `true`",
+             "`\"./f\": {}`"),
+            ("{\"image\": \"x\", \"features\": {\"./f\": {\"opt\": [1]}}}",
+             "1:44: option `opt` of Feature `./f` must be a string, a boolean or a number, found an array `[1]`",
+             "`\"opt\": \"value\"`"),
+            ("{\"image\": \"x\", \"features\": {\"./f\": {\"opt\": null}}}",
+             "1:44: option `opt` of Feature `./f` must be a string, a boolean or a number, found `null`",
+             "`\"opt\": true`"),
+            ("{\"image\": \"x\", \"overrideFeatureInstallOrder\": \"./f\"}",
+             "1:47: `overrideFeatureInstallOrder` must be an array of Feature ids, found a string `\"./f\"`",
+             "[\"FEATURE-ID\", ...]"),
+            ("{\"image\": \"x\", \"overrideFeatureInstallOrder\": [\"a\", {}]}",
+             "1:53: `overrideFeatureInstallOrder[1]` must be a string, found an object `{}`",
+             "as a string"),
+            ("{\"image\": \"x\", \"containerEnv\": [\"A=1\"]}", "1:32: `containerEnv` must be an object, found an array `[\"A=1\"]`", "\"NAME\": \"value\""),
+            ("{\"image\": \"x\", \"containerEnv\": {\"PORT\": 8080}}",
+             "1:41: `containerEnv.PORT` must be a string, found a number `8080`",
+             "`\"PORT\": \"value\"`"),
+            ("{\"image\": \"x\", \"containerUser\": 0}", "1:33: `containerUser` must be a string, found a number `0`", "\"containerUser\": \"vscode\""),
+            ("{\"image\": \"x\", \"remoteUser\": false}", "1:30: `remoteUser` must be a string, found a boolean `false`", "in quotes"),
+            ("{\"image\": \"x\", \"updateRemoteUserUID\": \"true\"}",
+             "1:39: `updateRemoteUserUID` must be a boolean, found a string `\"true\"`",
+             "without quotes"),
+            ("{\"image\": \"x:${localEnv}\"}", "1:11: `${localEnv}` names no environment variable", "${localEnv:NAME}"),
+            ("{\"image\": \"x\", \"containerEnv\": {\"A\": \"${env}\"}}", "1:38: `${env}` names no environment variable", "${localEnv:NAME}"),
+            ("{\"image\": \"x\",, }", "1:15: invalid JSON: unexpected token in object at `,`", "comments"),
+            ("{\n  \"image\": \"x\"\n  \"remoteUser\": \"dev\"\n}", "3:3: invalid JSON: expected comma at `\"remoteUser\"`", "trailing commas"),
+        ];
+        for (text, message, hint) in cases {
+            let (got, got_hint) = load_err(text);
+            let expected = format!("{f}:{message}");
+            assert!(
+                got.starts_with(&expected),
+                "for {text}:\n got  {got}\n want {expected}"
+            );
+            assert!(
+                got_hint.contains(hint),
+                "for {text}: hint {got_hint:?} lacks {hint:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unreadable_file_names_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join(".devcontainer/devcontainer.json");
+        let err = load(&missing, &env).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("failed to read `{}`", missing.display())
+        );
+
+        let binary = write(dir.path(), "bad.json", "");
+        fs::write(&binary, [0xff, 0xfe, b'{', b'}']).unwrap();
+        let err = load(&binary, &env).unwrap_err();
+        assert!(matches!(err, Error::Read { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn duplicate_keys_use_the_last_value() {
+        let (_dir, result) = load_text(r#"{"image": "a", "remoteUser": "x", "image": "b"}"#);
+        let config = result.unwrap();
+        assert_eq!(config.image.reference, "b");
+        assert_eq!(config.image.location.column, 44);
+    }
+
+    /// The anchor benchmark project of the acceptance build.
+    #[test]
+    fn loads_the_anchor_project() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/config/anchor-project");
+        let file = find_config(&root, None).unwrap();
+        let config = load(&file, &env).unwrap();
+        assert_eq!(config.workspace, root);
+        assert_eq!(config.image.reference, "127.0.0.1:5000/debian:bookworm");
+        let refs: Vec<_> = config
+            .features
+            .iter()
+            .map(|f| f.reference.as_str())
+            .collect();
+        assert_eq!(
+            refs,
+            [
+                "./features/base-user",
+                "./features/data-pack",
+                "./features/shell-env",
+                "./features/app-tool"
+            ]
+        );
+        let FeatureOptions::Map(base_user) = &config.features[0].options else {
+            panic!("expected options");
+        };
+        assert_eq!(base_user["userUid"].0, OptionValue::String("1001".into()));
+        assert_eq!(base_user["createHome"].0, OptionValue::Bool(true));
+        assert_eq!(config.remote_user.as_deref(), Some("dev"));
+        assert_eq!(config.container_env.len(), 2);
+        let keys: Vec<_> = config.metadata_entry.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["customizations", "containerEnv", "remoteUser"]);
+    }
+
+    /// Every devcontainer.json of the real-world corpus loads, or fails with the error for a
+    /// source the local engine cannot build.
+    #[test]
+    fn real_world_configs_load_or_fail_clearly() {
+        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/config/corpus");
+        // (workspace, config, Ok(image) or Err(start of the message after the location))
+        let cases: &[(&str, Option<&str>, Result<&str, &str>)] = &[
+            (
+                "devcontainers__cli",
+                None,
+                Err("`build`: Dockerfile sources are not supported"),
+            ),
+            (
+                "devcontainers__images/src/universal",
+                None,
+                Err("`build`: Dockerfile sources"),
+            ),
+            (
+                "devcontainers__templates/src/docker-outside-of-docker-compose",
+                None,
+                Err("`dockerComposeFile`: Docker Compose sources are not supported"),
+            ),
+            (
+                "home-assistant__core",
+                None,
+                Err("`dockerFile`: Dockerfile sources are not supported"),
+            ),
+            (
+                "kubernetes__kubernetes",
+                None,
+                Ok("mcr.microsoft.com/devcontainers/base:bullseye"),
+            ),
+            (
+                "mastodon__mastodon",
+                None,
+                Err("`dockerComposeFile`: Docker Compose sources"),
+            ),
+            (
+                "mastodon__mastodon",
+                Some(".devcontainer/codespaces/devcontainer.json"),
+                Err("`dockerComposeFile`: Docker Compose sources"),
+            ),
+            (
+                "microsoft__TypeScript",
+                None,
+                Ok("mcr.microsoft.com/devcontainers/javascript-node:1-22-bookworm"),
+            ),
+            (
+                "pytorch__pytorch",
+                None,
+                Err("`build`: Dockerfile sources are not supported"),
+            ),
+            (
+                "rails__rails",
+                None,
+                Err("`dockerComposeFile`: Docker Compose sources"),
+            ),
+        ];
+
+        let mut covered = Vec::new();
+        for (workspace, explicit, expected) in cases {
+            let root = corpus.join(workspace);
+            let explicit = explicit.map(|e| root.join(e));
+            let file = find_config(&root, explicit.as_deref()).unwrap();
+            covered.push(file.clone());
+            match (load(&file, &env), expected) {
+                (Ok(config), Ok(image)) => {
+                    assert!(
+                        config.image.reference.starts_with(image),
+                        "{}",
+                        file.display()
+                    );
+                }
+                (
+                    Err(Error::Invalid {
+                        location,
+                        message,
+                        hint,
+                    }),
+                    Err(start),
+                ) => {
+                    assert_eq!(location.file, file);
+                    assert!(message.starts_with(start), "{}: {message}", file.display());
+                    assert!(hint.unwrap().contains("BuildKit engine"));
+                }
+                (got, _) => panic!("{}: unexpected {got:?}", file.display()),
+            }
+        }
+
+        // No file of the corpus is left out of the table.
+        let mut all = Vec::new();
+        collect_configs(&corpus, &mut all);
+        all.sort();
+        covered.sort();
+        assert_eq!(all, covered);
+    }
+
+    fn collect_configs(dir: &Path, found: &mut Vec<PathBuf>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                collect_configs(&path, found);
+            } else if path
+                .file_name()
+                .is_some_and(|n| n == FILE || n == ROOT_FILE)
+            {
+                found.push(path);
+            }
+        }
+    }
+}

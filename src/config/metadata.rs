@@ -129,3 +129,137 @@ fn is_truthy(value: &Value) -> bool {
         Value::Array(_) | Value::Object(_) => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::jsonc::Document;
+
+    fn entry(text: &str) -> Value {
+        let value = Document::new("devcontainer.json", text).parse().unwrap();
+        Value::Object(config_entry(value.as_object().unwrap()))
+    }
+
+    fn keys(value: &Value) -> Vec<&str> {
+        value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect()
+    }
+
+    #[test]
+    fn keeps_the_label_properties_in_the_reference_order() {
+        // Every property once, in reverse order, between properties the label drops.
+        let mut text = String::from("{\"image\": \"debian\", \"name\": \"x\", \"features\": {}");
+        for (i, key) in LABEL_PROPERTIES.iter().rev().enumerate() {
+            text.push_str(&format!(", \"{key}\": {i}, \"other{i}\": true"));
+        }
+        text.push('}');
+        let entry = entry(&text);
+        assert_eq!(keys(&entry), LABEL_PROPERTIES);
+        assert_eq!(entry["hostRequirements"], json!(0));
+        assert_eq!(entry["onCreateCommand"], json!(LABEL_PROPERTIES.len() - 1));
+    }
+
+    #[test]
+    fn values_stay_raw() {
+        let entry = entry(
+            r#"{
+                "image": "${localEnv:IMAGE}",
+                "remoteEnv": { "PATH": "${containerEnv:PATH}:/opt/bin", "HOME": null },
+                "containerEnv": { "B": "${localEnv:B:x:y}", "A": "${localWorkspaceFolder}" },
+                "mounts": ["source=${localEnv:HOME}/.ssh,target=/root/.ssh,type=bind"],
+                "postCreateCommand": { "a": "echo ${devcontainerId}", "b": ["ls", "-l"] },
+                "forwardPorts": [3000, "db:5432"],
+                "hostRequirements": { "cpus": 2.0, "memory": "4gb" },
+                "customizations": { "vscode": { "settings": { "2": 1, "b": 2, "1": 3 } } },
+            }"#,
+        );
+        assert_eq!(
+            entry,
+            json!({
+                "postCreateCommand": { "a": "echo ${devcontainerId}", "b": ["ls", "-l"] },
+                "customizations": { "vscode": { "settings": { "1": 3, "2": 1, "b": 2 } } },
+                "mounts": ["source=${localEnv:HOME}/.ssh,target=/root/.ssh,type=bind"],
+                "containerEnv": { "B": "${localEnv:B:x:y}", "A": "${localWorkspaceFolder}" },
+                "remoteEnv": { "PATH": "${containerEnv:PATH}:/opt/bin", "HOME": null },
+                "forwardPorts": [3000, "db:5432"],
+                "hostRequirements": { "cpus": 2, "memory": "4gb" },
+            })
+        );
+        assert_eq!(keys(&entry["containerEnv"]), ["B", "A"]);
+        assert_eq!(
+            keys(&entry["customizations"]["vscode"]["settings"]),
+            ["1", "2", "b"]
+        );
+        assert_eq!(
+            serde_json::to_string(&entry["hostRequirements"]).unwrap(),
+            r#"{"cpus":2,"memory":"4gb"}"#
+        );
+    }
+
+    #[test]
+    fn no_label_properties_give_an_empty_entry() {
+        assert_eq!(
+            entry(r#"{"image": "debian", "features": {"./f": {}}}"#),
+            json!({})
+        );
+    }
+
+    #[test]
+    fn legacy_vscode_properties_move_into_customizations() {
+        let cases = [
+            (
+                r#"{"extensions": ["a"], "settings": {"s": 1}, "devPort": 8000}"#,
+                json!({"customizations": {"vscode": {"extensions": ["a"], "settings": {"s": 1}, "devPort": 8000}}}),
+            ),
+            (
+                r#"{"extensions": ["b", "c"], "settings": {"s": 1, "t": 1}, "devPort": 1,
+                    "customizations": {"codespaces": {}, "vscode": {"settings": {"t": 2, "u": 2},
+                    "extensions": ["a"], "devPort": 2}}}"#,
+                json!({"customizations": {"codespaces": {}, "vscode": {
+                    "settings": {"s": 1, "t": 2, "u": 2},
+                    "extensions": ["a", "b", "c"],
+                    "devPort": 2,
+                }}}),
+            ),
+            (
+                r#"{"extensions": [], "customizations": null}"#,
+                json!({"customizations": {"vscode": {"extensions": []}}}),
+            ),
+            (r#"{"extensions": "", "settings": null}"#, json!({})),
+            (
+                r#"{"devPort": null}"#,
+                json!({"customizations": {"vscode": {"devPort": null}}}),
+            ),
+        ];
+        for (text, expected) in cases {
+            let got = entry(text);
+            assert_eq!(got, expected, "for {text}");
+            assert_eq!(
+                serde_json::to_string(&got).unwrap(),
+                serde_json::to_string(&expected).unwrap(),
+                "key order for {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn legacy_properties_of_a_real_config() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/config/corpus/home-assistant__core/.devcontainer/devcontainer.json"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let entry = entry(&text);
+        assert_eq!(keys(&entry), ["postCreateCommand", "customizations"]);
+        let vscode = &entry["customizations"]["vscode"];
+        assert_eq!(keys(vscode), ["extensions", "settings"]);
+        assert_eq!(vscode["extensions"].as_array().unwrap().len(), 5);
+        assert_eq!(vscode["settings"]["editor.formatOnSave"], json!(true));
+    }
+}
