@@ -1,6 +1,6 @@
 //! JSONC parsing with source spans.
 //!
-//! A [`Document`] holds one file's text and maps byte offsets to `file:line:column`. Parsing
+//! A [`Document`] contains one file's text and maps byte offsets to `file:line:column`. Parsing
 //! accepts JSON plus line and block comments, trailing commas and a leading UTF-8 byte order
 //! mark, and nothing else of JSON5: single quotes, bare keys, hexadecimal numbers and the like
 //! are errors. The result is a [`Value`] tree in which every value, and every object key, keeps
@@ -17,8 +17,8 @@ use jsonc_parser::{CollectOptions, ParseOptions};
 
 use super::{Error, Location};
 
-/// The longest piece of source text quoted in a message.
-const SNIPPET_CHARS: usize = 60;
+/// Maximum number of characters of source text quoted in a message.
+const MAX_SNIPPET_CHARS: usize = 60;
 
 /// A byte range in a [`Document`]'s text: `start..end`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,12 +80,12 @@ impl Document {
         &self.path
     }
 
-    /// The text without its byte order mark.
+    /// Returns the text without its byte order mark.
     pub fn text(&self) -> &str {
         &self.text
     }
 
-    /// The 1-based line and column of byte `offset`; columns count characters, not bytes.
+    /// Maps byte `offset` to its 1-based line and column. Columns count characters, not bytes.
     ///
     /// An offset past the end maps to the end of the text.
     pub fn location(&self, offset: usize) -> Location {
@@ -100,14 +100,14 @@ impl Document {
         }
     }
 
-    /// The source text of `span` for quoting in a message: its first line, at most
-    /// [`SNIPPET_CHARS`] characters, with `...` where it was cut.
+    /// Returns the source text of `span` for quoting in a message: its first line, at most
+    /// [`MAX_SNIPPET_CHARS`] characters, with `...` where it was cut.
     pub fn snippet(&self, span: Span) -> String {
         let start = floor_char_boundary(&self.text, span.start.min(self.text.len()));
         let end = floor_char_boundary(&self.text, span.end.clamp(start, self.text.len()));
         let text = &self.text[start..end];
         let first_line = text.lines().next().unwrap_or("");
-        let mut snippet: String = first_line.chars().take(SNIPPET_CHARS).collect();
+        let mut snippet: String = first_line.chars().take(MAX_SNIPPET_CHARS).collect();
         if snippet.len() < text.len() {
             snippet.push_str("...");
         }
@@ -138,7 +138,7 @@ impl Document {
             Some(value) => Ok(self.convert(value)),
             None => Err(Error::Invalid {
                 location: self.location(0),
-                message: "the file holds no JSON value".into(),
+                message: "missing JSON value: the file is empty or contains only comments".into(),
                 hint: Some(
                     "write a JSON object, such as `{ \"image\": \"debian:bookworm\" }`".into(),
                 ),
@@ -162,7 +162,7 @@ impl Document {
         }
     }
 
-    /// Where a syntax error is and the token to quote. An empty range (such as a missing comma
+    /// Finds the offset of a syntax error and the token to quote. An empty range (such as a missing comma
     /// after a value) is moved to the next token, which is what the user has to look at.
     fn offending_token(&self, span: Span) -> (usize, String) {
         if span.start < span.end {
@@ -268,7 +268,7 @@ pub struct Value {
     pub span: Span,
 }
 
-/// What a [`Value`] is.
+/// The kind of a [`Value`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
     Null,
@@ -309,7 +309,7 @@ impl Value {
         }
     }
 
-    /// What kind of value this is, with an article, for messages: `a string`, `an object`.
+    /// Names the kind of value with an article, for messages: `a string`, `an object`.
     pub fn type_name(&self) -> &'static str {
         match self.kind {
             Kind::Null => "null",
@@ -321,7 +321,7 @@ impl Value {
         }
     }
 
-    /// The value as `serde_json` data, object keys in the order a JavaScript object enumerates
+    /// Converts the value to `serde_json` data, with object keys in the order a JavaScript object enumerates
     /// them (see [`Object::iter_js_order`]), numbers as JavaScript would print them where
     /// `serde_json` can hold them (integral values without a fraction).
     pub fn to_json(&self) -> serde_json::Value {
@@ -351,7 +351,7 @@ pub struct Object {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Member {
     pub key: String,
-    /// Where the key (with its quotes) was written; for a repeated key, the last place.
+    /// The range of the key with its quotes. For a repeated key, the range of the last one.
     pub key_span: Span,
     pub value: Value,
 }
@@ -574,10 +574,10 @@ mod tests {
                 "/* open",
                 "dir/file.json:1:1: invalid JSON: unterminated comment block at `/* open`",
             ),
-            ("", "dir/file.json:1:1: the file holds no JSON value"),
+            ("", "dir/file.json:1:1: missing JSON value"),
             (
                 "  // only a comment\n",
-                "dir/file.json:1:1: the file holds no JSON value",
+                "dir/file.json:1:1: missing JSON value",
             ),
         ];
         for (text, expected) in cases {
@@ -683,7 +683,7 @@ mod tests {
             end: doc.text().len(),
         });
         assert!(snippet.ends_with("..."));
-        assert_eq!(snippet.chars().count(), SNIPPET_CHARS + 3);
+        assert_eq!(snippet.chars().count(), MAX_SNIPPET_CHARS + 3);
     }
 
     #[test]

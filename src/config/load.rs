@@ -52,7 +52,7 @@ pub fn find_config(workspace: &Path, explicit: Option<&Path>) -> Result<PathBuf,
     }
 }
 
-/// The `<folder>/<name>/devcontainer.json` files, sorted.
+/// Lists the `<folder>/<name>/devcontainer.json` files, sorted.
 fn named_configs(folder: &Path) -> Result<Vec<PathBuf>, Error> {
     let entries = match std::fs::read_dir(folder) {
         Ok(entries) => entries,
@@ -129,7 +129,7 @@ pub fn load(file: &Path, local_env: &dyn Fn(&str) -> Option<String>) -> Result<C
     })
 }
 
-/// The project folder for a config file: the folder that holds `.devcontainer/` for
+/// Returns the project folder of a config file: the folder that contains `.devcontainer/` for
 /// `.devcontainer/devcontainer.json` and `.devcontainer/<name>/devcontainer.json`, otherwise the
 /// folder of the file.
 fn workspace_of(file: &Path) -> PathBuf {
@@ -335,12 +335,12 @@ impl Reader<'_> {
         }
     }
 
-    /// The member's string value, substituted; `example` shows a correct property.
-    fn string(&self, member: &Member, what: &str, example: &str) -> Result<String, Error> {
+    /// Returns the member's string value, substituted. `example` shows a correct property.
+    fn string(&self, member: &Member, subject: &str, example: &str) -> Result<String, Error> {
         match member.value.as_str() {
             Some(s) => self.substitute(s, member.value.span),
             None => Err(self.wrong_type(
-                what,
+                subject,
                 &member.value,
                 "a string",
                 &format!("write it in quotes: `{example}`"),
@@ -371,11 +371,11 @@ impl Reader<'_> {
         )
     }
 
-    fn wrong_type(&self, what: &str, value: &Value, expected: &str, hint: &str) -> Error {
+    fn wrong_type(&self, subject: &str, value: &Value, expected: &str, hint: &str) -> Error {
         self.error(
             value.span,
             format!(
-                "{what} must be {expected}, found {}",
+                "{subject} must be {expected}, found {}",
                 found(self.doc, value)
             ),
             hint,
@@ -391,12 +391,12 @@ impl Reader<'_> {
     }
 }
 
-/// The member for `key` unless it is absent or `null`.
+/// Returns the member for `key` unless it is absent or `null`.
 fn set<'o>(object: &'o Object, key: &str) -> Option<&'o Member> {
     object.get(key).filter(|m| m.value.kind != Kind::Null)
 }
 
-/// `a number `42``, for messages; `null` alone for null.
+/// Describes a value for messages, such as ``a number `42` ``, or `` `null` `` alone.
 fn found(doc: &Document, value: &Value) -> String {
     match value.kind {
         Kind::Null => "`null`".into(),
@@ -463,8 +463,8 @@ mod tests {
     fn several_named_configs_are_ambiguous() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        let b = write(root, ".devcontainer/rust/devcontainer.json", "{}");
-        let a = write(root, ".devcontainer/node/devcontainer.json", "{}");
+        let rust = write(root, ".devcontainer/rust/devcontainer.json", "{}");
+        let node = write(root, ".devcontainer/node/devcontainer.json", "{}");
         write(root, ".devcontainer/notes/readme.md", "not a config");
 
         let err = find_config(root, None).unwrap_err();
@@ -474,13 +474,13 @@ mod tests {
             "{message}"
         );
         assert!(
-            message.contains(&format!("`{}`, `{}`", a.display(), b.display())),
+            message.contains(&format!("`{}`, `{}`", node.display(), rust.display())),
             "{message}"
         );
         assert!(err
             .hint()
             .unwrap()
-            .contains(&format!("--config {}", a.display())));
+            .contains(&format!("--config {}", node.display())));
     }
 
     #[test]
@@ -637,8 +637,10 @@ mod tests {
             "overrideFeatureInstallOrder": null, "updateRemoteUserUID": null, "build": null}"#;
         let (_dir, result) = load_text(text);
         let config = result.unwrap();
-        assert!(config.features.is_empty() && config.container_env.is_empty());
-        assert!(config.remote_user.is_none() && config.update_remote_user_uid.is_none());
+        assert!(config.features.is_empty());
+        assert!(config.container_env.is_empty());
+        assert!(config.remote_user.is_none());
+        assert!(config.update_remote_user_uid.is_none());
         assert!(config.override_install_order.is_empty());
         // The label keeps keys that are present, even as `null`, as the reference does.
         assert_eq!(config.metadata_entry["remoteUser"], serde_json::Value::Null);
@@ -652,7 +654,7 @@ mod tests {
 
     #[test]
     fn invalid_configs_name_position_value_and_fix() {
-        let f = ".devcontainer/devcontainer.json";
+        let file = ".devcontainer/devcontainer.json";
         // (text, start of the message, fragment of the hint)
         let cases: &[(&str, &str, &str)] = &[
             ("{\"image\": 42}", "1:11: `image` must be a string, found a number `42`", "\"image\": \"debian:bookworm\""),
@@ -699,7 +701,7 @@ mod tests {
         ];
         for (text, message, hint) in cases {
             let (got, got_hint) = load_err(text);
-            let expected = format!("{f}:{message}");
+            let expected = format!("{file}:{message}");
             assert!(
                 got.starts_with(&expected),
                 "for {text}:\n got  {got}\n want {expected}"

@@ -39,7 +39,7 @@ pub const LABEL_PROPERTIES: &[&str] = &[
     "hostRequirements",
 ];
 
-/// The label entry for the top-level object `root`, with raw values.
+/// Builds the label entry for the top-level object `root`, with raw values.
 pub fn config_entry(root: &Object) -> Map<String, Value> {
     let mut raw: Map<String, Value> = root
         .iter_js_order()

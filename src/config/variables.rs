@@ -4,13 +4,17 @@
 //! on the same line. At build time envc replaces:
 //!
 //! - `${localEnv:VAR}` and its alias `${env:VAR}`: the variable from the environment envc runs
-//!   in; when it is unset, the default after the second colon, or the empty string;
+//!   in. When it is unset, the default after the second colon, or else the empty string.
 //! - `${localWorkspaceFolder}` and `${localWorkspaceFolderBasename}`: the workspace folder and its
 //!   last component.
 //!
 //! Everything else stays as written, to be resolved later or never: `${containerEnv:VAR}`,
 //! `${containerWorkspaceFolder}`, `${containerWorkspaceFolderBasename}`, `${devcontainerId}`
 //! and unknown names.
+//!
+//! NOTE: the reference implementation resolves `${containerWorkspaceFolder}` and its basename at
+//! this stage too, to `workspaceFolder` (by default `/workspaces/<workspace folder name>`). envc
+//! keeps them literal, so an image property that uses them differs from the reference's image.
 //!
 //! One deliberate difference from the reference implementation: the default of
 //! `${localEnv:VAR:default}` is all the text after the second colon, so
@@ -19,7 +23,7 @@
 
 use std::path::Path;
 
-/// What substitution needs to know.
+/// The inputs that substitution needs.
 pub struct Context<'a> {
     /// The workspace folder, for `${localWorkspaceFolder}`.
     pub local_workspace_folder: &'a Path,
@@ -61,7 +65,7 @@ pub fn substitute(input: &str, context: &Context<'_>) -> Result<String, MissingN
     Ok(output)
 }
 
-/// The offset of the `}` that closes a variable, if it comes before any line break.
+/// Finds the `}` that closes a variable, if it comes before any line break.
 fn variable_end(text: &str) -> Option<usize> {
     for (i, c) in text.char_indices() {
         match c {
@@ -73,7 +77,7 @@ fn variable_end(text: &str) -> Option<usize> {
     None
 }
 
-/// The replacement for `reference` (`${inner}`).
+/// Returns the replacement for `reference` (`${inner}`).
 fn resolve(reference: &str, inner: &str, context: &Context<'_>) -> Result<String, MissingName> {
     let (name, args) = match inner.split_once(':') {
         Some((name, args)) => (name, Some(args)),
