@@ -28,7 +28,10 @@ pub enum Error {
 
 impl Error {
     pub fn is_invalid_input(&self) -> bool {
-        matches!(self, Error::InvalidReference { .. } | Error::NotFound { .. })
+        matches!(
+            self,
+            Error::InvalidReference { .. } | Error::NotFound { .. }
+        )
     }
 
     pub fn hint(&self) -> Option<String> {
