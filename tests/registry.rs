@@ -18,7 +18,7 @@ fn client() -> RegistryClient {
     RegistryClient::new(RegistryOptions::default())
 }
 
-/// Pushes a config and a multi-chunk layer, then a manifest tagged `tag`.
+/// Pushes a config, a layer of several upload chunks and a manifest under `reference`.
 async fn push_image(
     client: &RegistryClient,
     reference: &ImageRef,
@@ -62,7 +62,7 @@ async fn push_image(
 }
 
 #[tokio::test]
-async fn blobs_and_manifests_round_trip() {
+async fn push_pull_round_trip() {
     let Some(registry) = TestRegistry::start() else {
         return;
     };
@@ -101,7 +101,7 @@ async fn blobs_and_manifests_round_trip() {
 }
 
 #[tokio::test]
-async fn a_second_push_skips_existing_blobs() {
+async fn push_skips_existing_blob() {
     let Some(registry) = TestRegistry::start() else {
         return;
     };
@@ -129,7 +129,7 @@ async fn a_second_push_skips_existing_blobs() {
 }
 
 #[tokio::test]
-async fn tags_are_listed() {
+async fn list_tags_after_push() {
     let Some(registry) = TestRegistry::start() else {
         return;
     };
@@ -148,7 +148,7 @@ async fn tags_are_listed() {
 }
 
 #[tokio::test]
-async fn missing_tags_and_blobs_are_not_found() {
+async fn missing_tag_and_blob_not_found() {
     let Some(registry) = TestRegistry::start() else {
         return;
     };
@@ -175,7 +175,7 @@ async fn missing_tags_and_blobs_are_not_found() {
 }
 
 #[tokio::test]
-async fn a_pinned_digest_that_does_not_match_is_refused() {
+async fn fetch_rejects_mismatched_pinned_digest() {
     let Some(registry) = TestRegistry::start() else {
         return;
     };

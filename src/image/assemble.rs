@@ -1,7 +1,7 @@
 //! The final image config and manifest, built on top of the base image's.
 //!
 //! The base config is kept as its JSON object, so fields this module does not touch (a
-//! `Healthcheck`, a `Shell`, Docker's extra keys) survive in their original order; the new parts
+//! `Healthcheck`, a `Shell`, Docker's extra keys) survive in their original order. The new parts
 //! are made from `oci-spec` types. The output is always an OCI manifest: a Docker v2 base is
 //! accepted and its layer media types are mapped to their OCI equivalents. Same inputs, same
 //! bytes: JSON is written compactly with fields in a fixed order.
@@ -410,7 +410,7 @@ mod tests {
     }
 
     #[test]
-    fn an_index_base_is_refused() {
+    fn assemble_rejects_index_base() {
         let index = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
         let err = build(&input(index, &[], &[], &[])).unwrap_err();
         assert!(err.to_string().contains("index"), "{err}");

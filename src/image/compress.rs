@@ -12,9 +12,9 @@ use rayon::prelude::*;
 
 use super::Compression;
 
-/// Bytes of input per gzip member (the block size `pgzip` users settle on).
+/// Bytes of input per gzip member: 1 MiB, the block size apko uses with `pgzip`.
 const GZIP_BLOCK: usize = 1 << 20;
-/// Bytes of input per zstd frame; zstd gains more from a larger window.
+/// Bytes of input per zstd frame, larger than gzip's because zstd gains from a larger window.
 const ZSTD_BLOCK: usize = 4 << 20;
 /// zlib level 6, the usual default.
 const GZIP_LEVEL: u32 = 6;

@@ -24,7 +24,7 @@ fn c_name(name: &str) -> io::Result<CString> {
     })
 }
 
-/// The names of the extended attributes of `path`, sorted by bytes.
+/// Lists the names of the extended attributes of `path`, sorted by bytes.
 pub(crate) fn list_xattrs(path: &Path) -> io::Result<Vec<String>> {
     let cpath = c_path(path)?;
     let mut buf = vec![0u8; 1024];

@@ -5,7 +5,7 @@
 //! `src/spec-node/containerFeatures.ts`, which puts the result in the generated Dockerfile):
 //!
 //! - Entries, in order: the base image's own label (a JSON array, or a single object taken as a
-//!   one-entry array; anything unparsable counts as no entries), then one entry per installed
+//!   one-entry array, and no entries when it does not parse), then one entry per installed
 //!   Feature in install order, then the devcontainer.json entry. Entries with no keys are
 //!   dropped. With no entry left, no label is written at all.
 //! - A Feature entry is `id` (the reference exactly as the user wrote it) followed by those of
@@ -234,6 +234,8 @@ fn write_js_string(s: &str, out: &mut String) {
     out.push('"');
 }
 
+// NOTE: integers beyond 2^53 are written exactly, while JavaScript would first round them to
+// the nearest double; such values do not occur in devcontainer metadata in practice.
 fn write_js_number(n: &serde_json::Number, out: &mut String) {
     if let Some(i) = n.as_i64() {
         out.push_str(&i.to_string());

@@ -4,8 +4,8 @@
 //! an opaque folder carries `trusted.overlay.opaque=y`. In the tar they become OCI whiteouts:
 //! an empty file `.wh.<name>`, and a `<folder>/.wh..wh..opq` entry.
 //!
-//! What decides a layer's bytes, and nothing else: entries sorted by the bytes of their path in
-//! the tar, POSIX ustar headers with numeric uid/gid and empty user and group names, permission
+//! These settings, and nothing else, decide a layer's bytes. Entries are sorted by the bytes of
+//! their path in the tar. Headers are POSIX ustar with numeric uid/gid and empty user and group names, permission
 //! bits including setuid/setgid/sticky, mtime clamped to `source_date_epoch` (no atime, no
 //! ctime), extended attributes as PAX `SCHILY.xattr.*` records sorted by name (PAX `path` and
 //! `linkpath` when a name does not fit the header), hard links as link entries to the first
@@ -57,7 +57,7 @@ pub enum Compression {
 }
 
 impl Compression {
-    /// The OCI layer media type for this compression.
+    /// Returns the OCI layer media type for this compression.
     pub fn media_type(self) -> &'static str {
         match self {
             Compression::Gzip => MEDIA_TYPE_GZIP,
@@ -76,7 +76,7 @@ pub struct LayerOptions {
 
 /// Writes the overlay-format folder `dir` as a layer blob into `store`.
 ///
-/// Compression runs on the current rayon pool; the bytes do not depend on its size.
+/// Compression runs on the current rayon pool, and the bytes do not depend on its size.
 ///
 /// # Errors
 /// [`Error::Io`] naming the path that could not be read or written.
@@ -131,9 +131,9 @@ pub fn write_layer(
     })
 }
 
-/// What one tar entry is made from.
+/// A tar entry to write: its name in the tar and the file system object it comes from.
 struct Entry {
-    /// The path in the tar, without a trailing slash; entries are sorted by it.
+    /// The path in the tar, without a trailing slash. Entries are sorted by it.
     name: Vec<u8>,
     source: PathBuf,
     meta: fs::Metadata,
@@ -238,7 +238,7 @@ fn append_entry<W: Write>(
         EntryKind::Whiteout | EntryKind::OpaqueMarker => {
             header.set_entry_type(tar::EntryType::Regular);
             if let EntryKind::OpaqueMarker = entry.kind {
-                // The marker is not a file on disk; give it fixed permissions.
+                // The marker is not a file on disk, so it gets fixed permissions.
                 header.set_mode(0o644);
             }
             return write_header(builder, header, &entry.name, None, &[], io::empty())
@@ -295,7 +295,7 @@ fn append_entry<W: Write>(
         header.set_entry_type(tar::EntryType::Fifo);
         write_header(builder, header, &name, None, xattrs, io::empty())
     } else {
-        // Sockets cannot be stored in a tar; they are runtime leftovers.
+        // Sockets cannot be stored in a tar, and they are runtime leftovers anyway.
         return Ok(());
     }
     .map_err(source_err)
@@ -410,7 +410,7 @@ mod tests {
         }
     }
 
-    /// A folder holding every kind of entry a layer can carry.
+    /// Fills `root` with every kind of entry a layer can carry.
     fn every_kind(root: &Path) {
         let long_dir = root.join("d".repeat(120)).join("e".repeat(120));
         fs::create_dir_all(&long_dir).unwrap();
@@ -487,7 +487,7 @@ mod tests {
     }
 
     #[test]
-    fn every_entry_kind_is_written_as_specified() {
+    fn layer_entries_every_kind() {
         let tmp = tempfile::tempdir().unwrap();
         let src = tmp.path().join("src");
         fs::create_dir(&src).unwrap();
@@ -544,7 +544,7 @@ mod tests {
     }
 
     #[test]
-    fn two_writes_give_the_same_digest_and_unpack_round_trips() {
+    fn layer_rewrite_and_round_trip_same_digest() {
         for compression in [Compression::Gzip, Compression::Zstd] {
             let tmp = tempfile::tempdir().unwrap();
             let src = tmp.path().join("src");
@@ -559,7 +559,8 @@ mod tests {
             let blob = store.blob_path(&first.digest);
             unpack_layer(&blob, &first.media_type, &dest).unwrap();
             let meta = fs::symlink_metadata(dest.join("etc/removed.conf")).unwrap();
-            assert!(meta.file_type().is_char_device() && meta.rdev() == 0);
+            assert!(meta.file_type().is_char_device());
+            assert_eq!(meta.rdev(), 0);
             assert_eq!(
                 fsmeta::get_xattr(&dest.join("etc/opaque"), OPAQUE_XATTR)
                     .unwrap()
@@ -586,7 +587,7 @@ mod tests {
     }
 
     #[test]
-    fn layer_bytes_do_not_depend_on_thread_count() {
+    fn layer_bytes_independent_of_threads() {
         let tmp = tempfile::tempdir().unwrap();
         let src = tmp.path().join("src");
         fs::create_dir(&src).unwrap();
@@ -619,7 +620,7 @@ mod tests {
     }
 
     #[test]
-    fn unpack_refuses_entries_that_escape() {
+    fn unpack_rejects_escaping_entries() {
         let tmp = tempfile::tempdir().unwrap();
         type Build = Box<dyn Fn(&mut tar::Builder<Vec<u8>>)>;
         let cases: Vec<(&str, Build)> = vec![

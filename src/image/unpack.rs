@@ -1,7 +1,7 @@
 //! Unpacking a layer blob into a folder in overlayfs's upper-folder format.
 //!
 //! Every entry path is checked before anything is written: absolute paths, `..` components and
-//! paths whose parent folders pass through a symlink are refused with [`Error::UnsafeEntry`],
+//! paths whose parent folders pass through a symlink are rejected with [`Error::UnsafeEntry`],
 //! and hard-link targets get the same checks. Nothing is ever opened through a symlink, so a
 //! layer cannot write outside `dest`.
 
@@ -150,7 +150,7 @@ fn unpack_entry<R: Read>(
             fsmeta::mknod(&target, sflag, mode, major.into(), minor.into())
                 .map_err(io("create", &target))?;
         }
-        // PAX and GNU extension headers are consumed by the reader; anything else is skipped.
+        // The reader consumes PAX and GNU extension headers, and other types are skipped.
         _ => return Ok(()),
     }
 
@@ -169,7 +169,7 @@ fn unpack_entry<R: Read>(
     Ok(())
 }
 
-/// The normal components of an entry path; refuses absolute paths and `..`.
+/// Splits an entry path into its normal components, rejecting absolute paths and `..`.
 fn safe_parts(path: &[u8]) -> Result<Vec<&[u8]>, Error> {
     if path.starts_with(b"/") {
         return Err(Error::UnsafeEntry { entry: lossy(path) });

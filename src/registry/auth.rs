@@ -1,4 +1,4 @@
-//! Credentials from the Docker config file (`auths` entries); anonymous otherwise.
+//! Credentials from the Docker config file (`auths` entries), anonymous without an entry.
 //!
 //! The file is `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`. Credential helpers
 //! (`credsStore`, `credHelpers`) are not run yet: a registry whose credentials live only in a
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use oci_client::secrets::RegistryAuth;
 use serde_json::Value;
 
-/// The credentials the Docker config file holds for `registry` (`host[:port]`).
+/// Returns the credentials the Docker config file contains for `registry` (`host[:port]`).
 pub(crate) fn auth_for(registry: &str) -> RegistryAuth {
     let Some(path) = config_path() else {
         return RegistryAuth::Anonymous;
@@ -40,9 +40,9 @@ fn auth_from_config(config: &Value, registry: &str) -> RegistryAuth {
     let Some(auths) = config.get("auths").and_then(Value::as_object) else {
         return RegistryAuth::Anonymous;
     };
-    let wanted = normalise(registry);
+    let expected = normalise(registry);
     for (key, entry) in auths {
-        if normalise(key) != wanted {
+        if normalise(key) != expected {
             continue;
         }
         if let Some(token) = entry.get("registrytoken").and_then(Value::as_str) {
@@ -83,7 +83,7 @@ fn normalise(key: &str) -> String {
     }
 }
 
-/// Standard base64 (padding optional); `None` when the text is not base64.
+/// Decodes standard base64 (padding optional), or returns `None` when the text is not base64.
 fn decode_base64(text: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(text.len() * 3 / 4);
     let mut acc: u32 = 0;

@@ -2,8 +2,8 @@
 //!
 //! A blob becomes visible only by an atomic rename from the temporary folder, after its digest
 //! is known. Tags are `index.json` entries carrying the `org.opencontainers.image.ref.name`
-//! annotation; `index.json` is rewritten through a temporary file and a rename, with a lock file
-//! held so two envc processes never lose each other's tags. The same type reads and writes
+//! annotation. `index.json` is rewritten through a temporary file and a rename while a lock file
+//! is held, so two envc processes never lose each other's tags. The same type reads and writes
 //! foreign layouts, for `--output oci:DIR[:TAG]` and for a base image given as `oci:DIR[:TAG]`.
 
 use std::collections::HashMap;
@@ -33,7 +33,7 @@ pub struct ContentStore {
 }
 
 impl ContentStore {
-    /// Opens (creating when missing) the layout at `root`; temporary files go to `tmp`, which
+    /// Opens the layout at `root`, creating it when missing. Temporary files go to `tmp`, which
     /// must be on the same file system.
     ///
     /// # Errors
