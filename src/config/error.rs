@@ -14,11 +14,7 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("{location}: {message}")]
-    Invalid {
-        location: Location,
-        message: String,
-        hint: Option<String>,
-    },
+    Invalid { location: Location, message: String, hint: Option<String> },
 }
 
 impl Error {

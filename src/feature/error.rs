@@ -2,10 +2,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{message}")]
-    Invalid {
-        message: String,
-        hint: Option<String>,
-    },
+    Invalid { message: String, hint: Option<String> },
 }
 
 impl Error {

@@ -25,13 +25,7 @@ pub struct FeatureMetadata {
 /// A declared option.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OptionSpec {
-    Boolean {
-        default: bool,
-    },
+    Boolean { default: bool },
     /// A string option; with `enum_values` the value must be one of them, `proposals` are hints.
-    String {
-        default: String,
-        enum_values: Option<Vec<String>>,
-        proposals: Vec<String>,
-    },
+    String { default: String, enum_values: Option<Vec<String>>, proposals: Vec<String> },
 }

@@ -57,10 +57,7 @@ pub enum Origin {
     Listed(Location),
     /// Pulled in by a `dependsOn` entry of `parent` (its id), written at `location` in the
     /// parent's `devcontainer-feature.json` when known.
-    DependsOn {
-        parent: String,
-        location: Option<Location>,
-    },
+    DependsOn { parent: String, location: Option<Location> },
 }
 
 impl Origin {

@@ -25,10 +25,7 @@ use crate::image::Compression;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{message}")]
-    Invalid {
-        message: String,
-        hint: Option<String>,
-    },
+    Invalid { message: String, hint: Option<String> },
     #[error("failed to resolve base image `{reference}`")]
     Base {
         reference: String,

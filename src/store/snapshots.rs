@@ -11,10 +11,7 @@ pub struct Snapshots {
 
 impl Snapshots {
     pub fn new(root: &Path, tmp: &Path) -> Snapshots {
-        Snapshots {
-            root: root.to_path_buf(),
-            tmp: tmp.to_path_buf(),
-        }
+        Snapshots { root: root.to_path_buf(), tmp: tmp.to_path_buf() }
     }
 
     /// The folder of snapshot `id`, whether or not it exists yet.
