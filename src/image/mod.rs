@@ -6,8 +6,11 @@
 //! what the local engine's snapshots use.
 
 pub mod assemble;
+mod compress;
+mod fsmeta;
 pub mod label;
 pub mod layer;
+mod unpack;
 
 pub use layer::{Compression, Layer, LayerOptions};
 
