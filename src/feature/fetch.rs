@@ -468,7 +468,10 @@ mod tests {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
 
-    const ANCHOR: &str = "/work/shared/bench/anchor-project/.devcontainer/features";
+    const ANCHOR: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/features/anchor-project/.devcontainer/features"
+    );
 
     fn local_ref(path: &Path) -> FeatureRef {
         FeatureRef {
