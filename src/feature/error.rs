@@ -46,7 +46,7 @@ pub enum Error {
         dir: PathBuf,
     },
 
-    /// An archive entry that would land outside the Feature's folder, or of a kind envc refuses.
+    /// An archive entry that would land outside the Feature's folder, or of a kind envc rejects.
     #[error("Feature archive `{archive}`: entry `{entry}` {reason}")]
     UnsafeArchive {
         archive: String,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use super::{Error, FeatureMetadata, OptionSpec};
 use crate::config::{Location, OptionValue};
 
-/// The option a plain string value (`"feature": "1.2"`) stands for.
+/// The option that a plain string value (`"feature": "1.2"`) sets.
 pub const SHORTHAND_OPTION: &str = "version";
 
 /// One option value as written, with where it was written when known.
