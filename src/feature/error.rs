@@ -1,18 +1,144 @@
+use std::path::PathBuf;
+
+use crate::config::Location;
+
 /// Errors in resolving, fetching or validating a Feature.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{message}")]
-    Invalid { message: String, hint: Option<String> },
+    Invalid {
+        message: String,
+        hint: Option<String>,
+    },
+
+    /// A Feature reference that cannot be used as written.
+    #[error("{}invalid Feature reference `{reference}`: {reason}", at(.location))]
+    Reference {
+        reference: String,
+        location: Option<Location>,
+        reason: String,
+        hint: Option<String>,
+    },
+
+    /// A `devcontainer-feature.json` that cannot be parsed or has the wrong shape.
+    #[error("{location}: {message}")]
+    Metadata {
+        location: Location,
+        message: String,
+        hint: Option<String>,
+    },
+
+    /// A user or `dependsOn` option value the Feature does not accept.
+    #[error("{}Feature `{feature}`, option `{option}`: {message}", at(.location))]
+    Option {
+        feature: String,
+        option: String,
+        location: Option<Location>,
+        message: String,
+        hint: Option<String>,
+    },
+
+    /// A Feature folder or archive without a file every Feature needs.
+    #[error("Feature `{feature}` has no `{file}` in `{}`", .dir.display())]
+    MissingFile {
+        feature: String,
+        file: &'static str,
+        dir: PathBuf,
+    },
+
+    /// An archive entry that would land outside the Feature's folder, or of a kind envc rejects.
+    #[error("Feature archive `{archive}`: entry `{entry}` {reason}")]
+    UnsafeArchive {
+        archive: String,
+        entry: String,
+        reason: String,
+    },
+
+    /// Reading, writing or unpacking files failed.
+    #[error("failed to {action} `{}`", .path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The registry could not provide an OCI Feature.
+    #[error("{}failed to fetch Feature `{reference}`", at(.location))]
+    Registry {
+        reference: String,
+        location: Option<Location>,
+        #[source]
+        source: crate::registry::Error,
+    },
+
+    /// An OCI artifact that is not a Feature, or content whose digest does not match.
+    #[error("Feature `{reference}`: {message}")]
+    Artifact {
+        reference: String,
+        message: String,
+        hint: Option<String>,
+    },
+
+    /// Downloading a tarball Feature failed.
+    #[error("failed to download Feature `{url}`: {message}")]
+    Download { url: String, message: String },
+}
+
+fn at(location: &Option<Location>) -> String {
+    match location {
+        Some(location) => format!("{location}: "),
+        None => String::new(),
+    }
 }
 
 impl Error {
     pub fn is_invalid_input(&self) -> bool {
-        matches!(self, Error::Invalid { .. })
+        match self {
+            Error::Invalid { .. }
+            | Error::Reference { .. }
+            | Error::Metadata { .. }
+            | Error::Option { .. }
+            | Error::MissingFile { .. }
+            | Error::UnsafeArchive { .. }
+            | Error::Artifact { .. } => true,
+            Error::Registry { source, .. } => source.is_invalid_input(),
+            Error::Io { .. } | Error::Download { .. } => false,
+        }
     }
 
     pub fn hint(&self) -> Option<String> {
         match self {
-            Error::Invalid { hint, .. } => hint.clone(),
+            Error::Invalid { hint, .. }
+            | Error::Reference { hint, .. }
+            | Error::Metadata { hint, .. }
+            | Error::Option { hint, .. }
+            | Error::Artifact { hint, .. } => hint.clone(),
+            Error::MissingFile { file, .. } => {
+                Some(format!("a Feature folder needs `devcontainer-feature.json` and `install.sh`; add `{file}` or fix the reference"))
+            }
+            Error::UnsafeArchive { .. } => Some(
+                "the archive is unsafe to unpack; ask the Feature's author to republish it".into(),
+            ),
+            Error::Registry { source, .. } => source.hint().or_else(|| {
+                Some("check the reference, that the registry is reachable, and `docker login`".into())
+            }),
+            Error::Io { .. } => None,
+            Error::Download { .. } => {
+                Some("check the URL and the network; the file must be a Feature archive".into())
+            }
+        }
+    }
+
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
         }
     }
 }

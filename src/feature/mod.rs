@@ -15,7 +15,7 @@ mod resolve;
 pub use error::Error;
 pub use metadata::{FeatureMetadata, OptionSpec};
 pub use reference::{FeatureRef, FeatureSource};
-pub use resolve::{resolve_features, Resolution};
+pub use resolve::{resolve_features, satisfies_soft, Resolution, SoftDependency};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -48,6 +48,9 @@ pub struct FeatureInstance {
     /// Every declared option: defaults overlaid by `user_options`.
     pub options: BTreeMap<String, OptionValue>,
     pub origin: Origin,
+    /// Whether the options were written as a plain string (`"feature": "1.2"`), which the
+    /// reference orders and compares apart from the same value written as an object.
+    pub shorthand: bool,
 }
 
 /// Why an instance is in the build.
@@ -57,7 +60,10 @@ pub enum Origin {
     Listed(Location),
     /// Pulled in by a `dependsOn` entry of `parent` (its id), written at `location` in the
     /// parent's `devcontainer-feature.json` when known.
-    DependsOn { parent: String, location: Option<Location> },
+    DependsOn {
+        parent: String,
+        location: Option<Location>,
+    },
 }
 
 impl Origin {
