@@ -42,7 +42,10 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] crate::store::Error),
     #[error("{message}")]
-    Usage { message: String, hint: Option<String> },
+    Usage {
+        message: String,
+        hint: Option<String>,
+    },
     #[error("interrupted")]
     Interrupted,
 }
@@ -51,7 +54,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn usage(message: impl Into<String>, hint: impl Into<Option<String>>) -> Self {
-        Error::Usage { message: message.into(), hint: hint.into() }
+        Error::Usage {
+            message: message.into(),
+            hint: hint.into(),
+        }
     }
 
     pub fn exit_kind(&self) -> ExitKind {

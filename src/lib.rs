@@ -5,6 +5,7 @@
 //! immutable [`plan::BuildPlan`], and an [`engine`] builds it into layers that [`image`] assembles
 //! and [`registry`] pushes. The binary in `main.rs` only parses arguments and renders results.
 
+pub mod build;
 pub mod cli;
 pub mod config;
 pub mod engine;

@@ -1,3 +1,34 @@
+use clap::Parser;
+
+use envc::cli::Cli;
+
 fn main() {
-    std::process::exit(0);
+    let cli = Cli::parse();
+
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "envc=debug,warn",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ENVC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    let result = runtime.block_on(envc::cli::run(cli));
+    // Engine threads may still be cleaning up after an interrupt; give them a moment.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+
+    if let Err(error) = result {
+        eprint!("{}", error.render());
+        std::process::exit(error.exit_kind().code());
+    }
 }

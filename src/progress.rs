@@ -8,13 +8,26 @@ pub enum Event {
     /// Fetching or unpacking the base image.
     Base { message: String },
     /// Step `index` (0-based) of `total` started running its install script.
-    StepStarted { index: usize, total: usize, feature: String },
+    StepStarted {
+        index: usize,
+        total: usize,
+        feature: String,
+    },
     /// Step `index` reused a layer; no script ran.
-    StepCached { index: usize, total: usize, feature: String },
+    StepCached {
+        index: usize,
+        total: usize,
+        feature: String,
+    },
     /// A line the install script printed.
     StepLog { index: usize, line: String },
     /// Step `index` finished; its layer is `size` bytes compressed.
-    StepDone { index: usize, feature: String, duration: Duration, size: u64 },
+    StepDone {
+        index: usize,
+        feature: String,
+        duration: Duration,
+        size: u64,
+    },
     /// Anything else worth a line: pushing, writing, a no-op rebuild.
     Info { message: String },
     /// A problem that did not stop the build but needs the user's attention.

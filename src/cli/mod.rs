@@ -1,1 +1,172 @@
-//! Command-line definitions and the commands they run.
+//! Command-line definitions. Each subcommand's behaviour lives in its own file.
+
+mod build;
+mod plan;
+mod push;
+pub mod render;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::engine::Network;
+use crate::image::Compression;
+use crate::Result;
+
+/// Compile devcontainer.json and its Dev Container Features into reproducible OCI images.
+#[derive(Debug, Parser)]
+#[command(name = "envc", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Show debug logs (`-v`) or wire detail (`-vv`) on stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// How to show progress on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build the image of the project at PATH.
+    Build(BuildArgs),
+    /// Print the resolved plan (install order, options, cache keys) without building.
+    Plan(PlanArgs),
+    /// Push an image from the local store to a registry.
+    Push(PushArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    /// Plain lines; the script output only with `-v` or on failure.
+    Auto,
+    /// Plain lines, with every line the install scripts print.
+    Plain,
+    /// One JSON object per event.
+    Json,
+    /// Nothing but errors and warnings.
+    Quiet,
+}
+
+/// Options that choose and read the project.
+#[derive(Debug, Clone, Args)]
+pub struct ProjectArgs {
+    /// The project folder: the one that holds `.devcontainer/` or `.devcontainer.json`.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+
+    /// The devcontainer.json to use, when not the one found under PATH.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+
+    /// The local store folder [default: $XDG_CACHE_HOME/envc, else ~/.cache/envc].
+    #[arg(long, env = "ENVC_STORE")]
+    pub store: Option<PathBuf>,
+
+    /// A registry (`host[:port]`) to reach over plain HTTP. Loopback registries always are.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
+
+    /// How install scripts reach the network: `none` (loopback only) or `host`.
+    #[arg(long, value_enum, default_value_t = Network::None)]
+    pub network: Network,
+
+    /// Layer compression.
+    #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]
+    pub compression: CompressionArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    Gzip,
+    Zstd,
+}
+
+impl From<CompressionArg> for Compression {
+    fn from(value: CompressionArg) -> Self {
+        match value {
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Zstd => Compression::Zstd,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+
+    /// Tag the image in the local store (repeatable) [default: `<folder name>:latest`].
+    #[arg(short, long = "tag", value_name = "NAME")]
+    pub tags: Vec<String>,
+
+    /// Push the image to this registry reference after building (repeatable).
+    #[arg(long, value_name = "REF")]
+    pub push: Vec<String>,
+
+    /// Also write the image as an OCI image layout: `oci:DIR` or `oci:DIR:TAG`.
+    #[arg(long, value_name = "oci:DIR[:TAG]")]
+    pub output: Option<String>,
+
+    /// The engine that runs the install scripts.
+    #[arg(long, value_enum, default_value_t = EngineArg::Local)]
+    pub engine: EngineArg,
+
+    /// Run every install script even when its layer is cached.
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineArg {
+    /// The embedded engine: runc and overlayfs, as root.
+    Local,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The image's tag in the local store.
+    pub source: String,
+
+    /// Where to push it [default: SOURCE itself, which must then name a registry].
+    pub destination: Option<String>,
+
+    /// The local store folder [default: $XDG_CACHE_HOME/envc, else ~/.cache/envc].
+    #[arg(long, env = "ENVC_STORE")]
+    pub store: Option<PathBuf>,
+
+    /// A registry (`host[:port]`) to reach over plain HTTP. Loopback registries always are.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
+
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    let reporter = render::reporter(cli.progress, cli.verbose);
+    match cli.command {
+        Command::Build(args) => build::run(args, reporter).await,
+        Command::Plan(args) => plan::run(args, reporter).await,
+        Command::Push(args) => push::run(args, reporter).await,
+    }
+}

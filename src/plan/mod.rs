@@ -7,10 +7,13 @@
 //! of the last step's key and the final image config, so two plans with the same digest build
 //! the same image.
 
+mod base;
 mod build;
+pub mod env;
 mod keys;
 
-// pub use build::make_plan;
+pub use base::{host_architecture, resolve_base};
+pub use build::{make_plan, METADATA_LABEL};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -25,7 +28,10 @@ use crate::image::Compression;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{message}")]
-    Invalid { message: String, hint: Option<String> },
+    Invalid {
+        message: String,
+        hint: Option<String>,
+    },
     #[error("failed to resolve base image `{reference}`")]
     Base {
         reference: String,

@@ -41,7 +41,10 @@ impl Store {
 
     fn record_path(&self, kind: &str, key: &str) -> PathBuf {
         let name = key.strip_prefix("sha256:").unwrap_or(key);
-        self.root().join("cache").join(kind).join(format!("{name}.json"))
+        self.root()
+            .join("cache")
+            .join(kind)
+            .join(format!("{name}.json"))
     }
 }
 
@@ -66,6 +69,7 @@ fn write_record<T: serde::Serialize>(store: &Store, path: &Path, record: &T) -> 
     let tmp = store.root().join("tmp");
     let mut file = tempfile::NamedTempFile::new_in(&tmp).map_err(Error::io("create", &tmp))?;
     std::io::Write::write_all(&mut file, &bytes).map_err(Error::io("write", file.path()))?;
-    file.persist(path).map_err(|e| Error::io("write", path)(e.error))?;
+    file.persist(path)
+        .map_err(|e| Error::io("write", path)(e.error))?;
     Ok(())
 }

@@ -35,7 +35,11 @@ pub enum Error {
 impl Error {
     pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.to_path_buf();
-        move |source| Error::Io { action, path, source }
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
     }
 }
 
@@ -69,7 +73,9 @@ impl Store {
         if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
             return PathBuf::from(dir).join("envc");
         }
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "/root".into());
         home.join(".cache").join("envc")
     }
 
@@ -88,6 +94,9 @@ impl Store {
     /// A fresh folder under `tmp/`, removed when the returned guard drops.
     pub fn temp_dir(&self, prefix: &str) -> Result<tempfile::TempDir, Error> {
         let tmp = self.root.join("tmp");
-        tempfile::Builder::new().prefix(prefix).tempdir_in(&tmp).map_err(Error::io("create", &tmp))
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(&tmp)
+            .map_err(Error::io("create", &tmp))
     }
 }

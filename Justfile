@@ -1,0 +1,44 @@
+# Tasks for envc. `just --list` shows them; CI runs `just test` through `.ci/run`.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+registry := "127.0.0.1:5000"
+
+# List the recipes.
+default:
+    @just --list
+
+# Install the system packages envc and its tests use (apt, as root).
+setup:
+    scripts/setup.sh
+
+# Start the loopback registry and push the base images the examples and tests use.
+registry:
+    scripts/registry.sh start
+    scripts/seed-base-images.sh
+
+# Stop the loopback registry.
+registry-stop:
+    scripts/registry.sh stop
+
+# Build the example project with the embedded engine and push it to the loopback registry.
+demo: registry
+    cargo build --release --quiet
+    target/release/envc build examples/hello --tag hello:latest --push {{registry}}/envc-demo/hello:latest
+
+# Formatting and lints, as CI runs them.
+check:
+    cargo fmt --all --check
+    cargo clippy --all-targets --quiet -- -D warnings
+
+# Every test tier: unit, snapshot and integration tests against runc and the registry.
+test: check registry
+    cargo test --all-targets
+
+# Only the fast tests that need no root, runc or registry.
+test-unit:
+    cargo test --lib
+
+# Benchmarks (criterion micro-benchmarks).
+bench:
+    cargo bench

@@ -1,0 +1,537 @@
+//! The whole build, from a project folder to a tagged image: load, resolve, order, plan, fetch
+//! the base, run the engine, assemble, tag, write and push.
+//!
+//! Nothing becomes visible before the image is complete: layers and records are written as the
+//! steps finish (they are correct on their own), but the tag, the OCI layout and the pushed tags
+//! are written only after the manifest exists.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::{self, Config};
+use crate::engine::local::{LocalEngine, LocalOptions};
+use crate::engine::{Cancel, Network};
+use crate::image::assemble::{ImageInput, NewLayer};
+use crate::image::Compression;
+use crate::plan::{self, BaseSource, BuildPlan, Settings};
+use crate::progress::{Event, Reporter};
+use crate::registry::{ImageRef, RegistryClient, RegistryOptions};
+use crate::store::{PlanRecord, Store};
+use crate::{Error, Result};
+
+/// `SOURCE_DATE_EPOCH` when the user sets none: the Unix epoch.
+pub const DEFAULT_SOURCE_DATE_EPOCH: i64 = 0;
+
+/// What to build and how.
+#[derive(Debug, Clone)]
+pub struct ProjectOptions {
+    pub workspace: PathBuf,
+    pub config: Option<PathBuf>,
+    pub store: PathBuf,
+    pub insecure_registries: Vec<String>,
+    pub network: Network,
+    pub compression: Compression,
+    /// `SOURCE_DATE_EPOCH` as the user set it, if they did.
+    pub source_date_epoch: Option<i64>,
+}
+
+impl ProjectOptions {
+    pub fn registry(&self) -> Arc<RegistryClient> {
+        Arc::new(RegistryClient::new(RegistryOptions {
+            insecure: self.insecure_registries.clone(),
+        }))
+    }
+}
+
+/// A loaded config with its plan.
+pub struct Planned {
+    pub config: Config,
+    pub plan: BuildPlan,
+    pub order: Vec<crate::graph::Placement>,
+    /// Problems that did not stop planning, such as an `installsAfter` cycle that was broken.
+    pub warnings: Vec<String>,
+}
+
+/// Loads the project and makes its plan. Fetches Features and the base image's manifest and
+/// config, but no layers.
+pub async fn make_plan(
+    options: &ProjectOptions,
+    store: &Store,
+    registry: &RegistryClient,
+) -> Result<Planned> {
+    let file = config::find_config(&options.workspace, options.config.as_deref())?;
+    let config = config::load(&file, &|name| std::env::var(name).ok())?;
+
+    let feature_cache = store.root().join("features");
+    let resolution = crate::feature::resolve_features(&config, registry, &feature_cache).await?;
+    let ordered =
+        crate::graph::install_order_explained(resolution, &config.override_install_order)?;
+    let features = ordered.instances;
+    let order = ordered.placements;
+    let warnings = ordered.warnings;
+
+    let base = plan::resolve_base(&config.image.reference, registry).await?;
+    let settings = Settings {
+        compression: options.compression,
+        source_date_epoch: options
+            .source_date_epoch
+            .unwrap_or(DEFAULT_SOURCE_DATE_EPOCH),
+        network: options.network,
+    };
+    let plan = plan::make_plan(
+        &config,
+        &features,
+        base,
+        settings,
+        options.source_date_epoch.is_some(),
+    )?;
+    Ok(Planned {
+        config,
+        plan,
+        order,
+        warnings,
+    })
+}
+
+/// Where else the image goes once built.
+#[derive(Debug, Clone, Default)]
+pub struct Outputs {
+    /// Tags in the local store.
+    pub tags: Vec<String>,
+    /// Registry references to push to.
+    pub push: Vec<String>,
+    /// An OCI image layout folder and optional tag.
+    pub layout: Option<(PathBuf, Option<String>)>,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildOutcome {
+    pub digest: String,
+    pub plan_digest: String,
+    pub tags: Vec<String>,
+    pub pushed: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layout: Option<PathBuf>,
+    /// True when the whole image was already in the store and no step ran.
+    pub up_to_date: bool,
+    pub layers: Vec<LayerSummary>,
+    pub timings: Timings,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerSummary {
+    pub feature: String,
+    #[serde(rename = "ref")]
+    pub reference: String,
+    pub digest: String,
+    pub size: u64,
+    pub cached: bool,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timings {
+    pub plan_seconds: f64,
+    pub base_seconds: f64,
+    pub build_seconds: f64,
+    pub push_seconds: f64,
+    pub total_seconds: f64,
+}
+
+/// Builds the project and writes the image to `outputs`.
+pub async fn build(
+    options: &ProjectOptions,
+    outputs: &Outputs,
+    no_cache: bool,
+    reporter: Arc<dyn Reporter>,
+    cancel: &Cancel,
+) -> Result<BuildOutcome> {
+    let started = Instant::now();
+    let store = Store::open(&options.store)?;
+    let registry = options.registry();
+
+    let planned = make_plan(options, &store, &registry).await?;
+    for message in &planned.warnings {
+        reporter.report(Event::Warning {
+            message: message.clone(),
+        });
+    }
+    let plan = planned.plan;
+    let plan_seconds = started.elapsed().as_secs_f64();
+
+    let previous = if no_cache {
+        None
+    } else {
+        store.plan_record(&plan.plan_digest)?
+    };
+    let mut timings = Timings {
+        plan_seconds,
+        ..Timings::default()
+    };
+    let (manifest_digest, layers, up_to_date) = match previous {
+        Some(record) => {
+            reporter.report(Event::Info {
+                message: format!("image is up to date ({})", short(&record.manifest_digest)),
+            });
+            let layers = up_to_date_layers(&store, &plan)?;
+            (record.manifest_digest, layers, true)
+        }
+        None => {
+            let base_started = Instant::now();
+            fetch_base_layers(&plan, &store, &registry, reporter.as_ref(), cancel).await?;
+            timings.base_seconds = base_started.elapsed().as_secs_f64();
+
+            let build_started = Instant::now();
+            let results =
+                run_local_engine(&plan, &store, options, no_cache, &reporter, cancel).await?;
+            timings.build_seconds = build_started.elapsed().as_secs_f64();
+
+            let assembled = assemble(&plan, &results, store.content())?;
+            store.put_plan_record(
+                &plan.plan_digest,
+                &PlanRecord {
+                    manifest_digest: assembled.manifest_digest.clone(),
+                },
+            )?;
+            let layers = plan
+                .features
+                .iter()
+                .zip(&results)
+                .map(|(step, result)| LayerSummary {
+                    feature: step.id.clone(),
+                    reference: step.reference.clone(),
+                    digest: result.layer.digest.clone(),
+                    size: result.layer.size,
+                    cached: result.cached,
+                    seconds: result.duration.as_secs_f64(),
+                })
+                .collect();
+            (assembled.manifest_digest, layers, false)
+        }
+    };
+
+    if cancel.is_cancelled() {
+        return Err(Error::Interrupted);
+    }
+    let tags = if outputs.tags.is_empty() {
+        vec![default_tag(&planned.config)]
+    } else {
+        outputs.tags.clone()
+    };
+    let manifest = manifest_descriptor(store.content(), &manifest_digest)?;
+    for tag in &tags {
+        store.content().tag(tag, &manifest)?;
+    }
+    if let Some((dir, tag)) = &outputs.layout {
+        store
+            .content()
+            .export_image(&manifest, dir, tag.as_deref())?;
+        reporter.report(Event::Info {
+            message: format!("wrote OCI layout `{}`", dir.display()),
+        });
+    }
+
+    let push_started = Instant::now();
+    let mut pushed = Vec::new();
+    for destination in &outputs.push {
+        let pushed_ref = push_image(&store, &registry, &manifest_digest, destination).await?;
+        reporter.report(Event::Info {
+            message: format!("pushed {pushed_ref}"),
+        });
+        pushed.push(pushed_ref);
+    }
+    timings.push_seconds = push_started.elapsed().as_secs_f64();
+    timings.total_seconds = started.elapsed().as_secs_f64();
+
+    Ok(BuildOutcome {
+        digest: manifest_digest,
+        plan_digest: plan.plan_digest.clone(),
+        tags,
+        pushed,
+        layout: outputs.layout.as_ref().map(|(dir, _)| dir.clone()),
+        up_to_date,
+        layers,
+        timings,
+    })
+}
+
+/// The layer summaries of an image whose every step is recorded in the store.
+fn up_to_date_layers(store: &Store, plan: &BuildPlan) -> Result<Vec<LayerSummary>> {
+    let mut layers = Vec::new();
+    for step in &plan.features {
+        let record = store.step_record(&step.cache_key)?;
+        let (digest, size) = record
+            .map(|r| (r.layer.digest, r.layer.size))
+            .unwrap_or_default();
+        layers.push(LayerSummary {
+            feature: step.id.clone(),
+            reference: step.reference.clone(),
+            digest,
+            size,
+            cached: true,
+            seconds: 0.0,
+        });
+    }
+    Ok(layers)
+}
+
+async fn run_local_engine(
+    plan: &BuildPlan,
+    store: &Store,
+    options: &ProjectOptions,
+    no_cache: bool,
+    reporter: &Arc<dyn Reporter>,
+    cancel: &Cancel,
+) -> Result<Vec<crate::engine::StepResult>> {
+    let engine = LocalEngine::new(
+        store.clone(),
+        LocalOptions {
+            network: options.network,
+            no_cache,
+        },
+    );
+    let plan = plan.clone();
+    let reporter = Arc::clone(reporter);
+    let cancel = cancel.clone();
+    let results =
+        tokio::task::spawn_blocking(move || engine.build(&plan, reporter.as_ref(), &cancel))
+            .await
+            .expect("the engine thread does not panic")?;
+    Ok(results)
+}
+
+/// Copies the base image's layers into the store, from its registry or its layout folder.
+async fn fetch_base_layers(
+    plan: &BuildPlan,
+    store: &Store,
+    registry: &Arc<RegistryClient>,
+    reporter: &dyn Reporter,
+    cancel: &Cancel,
+) -> Result<()> {
+    let content = store.content();
+    let manifest: serde_json::Value = serde_json::from_slice(&plan.base.manifest)
+        .map_err(|e| crate::image::Error::InvalidDocument(e.to_string()))?;
+    let layers = manifest
+        .get("layers")
+        .and_then(|l| l.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let missing: Vec<String> = layers
+        .iter()
+        .filter_map(|l| l.get("digest")?.as_str().map(str::to_string))
+        .filter(|digest| !content.has_blob(digest))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    reporter.report(Event::Base {
+        message: format!(
+            "fetching {} base layer(s) of {}",
+            missing.len(),
+            plan.base.reference
+        ),
+    });
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for digest in missing {
+        let content = content.clone();
+        let source = plan.base.source.clone();
+        let registry = Arc::clone(registry);
+        let staged = content.temp_file()?;
+        tasks.spawn(async move {
+            match &source {
+                BaseSource::Registry(image) => {
+                    registry
+                        .fetch_blob_to_file(image, &digest, staged.path())
+                        .await?;
+                }
+                BaseSource::Layout { dir } => {
+                    let path = layout_blob(dir, &digest);
+                    tokio::fs::copy(&path, staged.path())
+                        .await
+                        .map_err(|source| crate::image::Error::Io {
+                            action: "copy",
+                            path,
+                            source,
+                        })?;
+                }
+            }
+            content.ingest_file(staged, &digest)?;
+            Ok::<(), Error>(())
+        });
+    }
+    loop {
+        tokio::select! {
+            next = tasks.join_next() => match next {
+                Some(result) => result.expect("fetch tasks do not panic")?,
+                None => return Ok(()),
+            },
+            _ = wait_cancelled(cancel) => return Err(Error::Interrupted),
+        }
+    }
+}
+
+async fn wait_cancelled(cancel: &Cancel) {
+    while !cancel.is_cancelled() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn layout_blob(dir: &Path, digest: &str) -> PathBuf {
+    let (algorithm, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
+    dir.join("blobs").join(algorithm).join(hex)
+}
+
+/// Pushes the image `manifest_digest` from the store to `destination` and returns the pushed
+/// reference with its digest.
+pub async fn push_image(
+    store: &Store,
+    registry: &Arc<RegistryClient>,
+    manifest_digest: &str,
+    destination: &str,
+) -> Result<String> {
+    let target = ImageRef::parse(destination)?;
+    let content = store.content();
+    let manifest_bytes = content.read_blob(manifest_digest)?;
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest_bytes)
+        .map_err(|e| crate::image::Error::InvalidDocument(e.to_string()))?;
+    let media_type = manifest
+        .get("mediaType")
+        .and_then(|m| m.as_str())
+        .unwrap_or("application/vnd.oci.image.manifest.v1+json")
+        .to_string();
+
+    let mut blobs: Vec<String> = Vec::new();
+    if let Some(digest) = manifest.pointer("/config/digest").and_then(|d| d.as_str()) {
+        blobs.push(digest.to_string());
+    }
+    if let Some(layers) = manifest.get("layers").and_then(|l| l.as_array()) {
+        blobs.extend(
+            layers
+                .iter()
+                .filter_map(|l| l.get("digest")?.as_str().map(str::to_string)),
+        );
+    }
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for digest in blobs {
+        let registry = Arc::clone(registry);
+        let target = target.clone();
+        let path = content.blob_path(&digest);
+        tasks.spawn(async move { registry.push_blob_file(&target, &digest, &path).await });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.expect("push tasks do not panic")?;
+    }
+    let digest = registry
+        .push_manifest(&target, &manifest_bytes, &media_type)
+        .await?;
+    let repository = ImageRef {
+        tag: None,
+        digest: None,
+        ..target.clone()
+    };
+    Ok(format!("{target} ({repository}@{digest})"))
+}
+
+/// Writes the image config and manifest of `plan` with the layers the engine built.
+fn assemble(
+    plan: &BuildPlan,
+    results: &[crate::engine::StepResult],
+    content: &crate::store::ContentStore,
+) -> Result<crate::image::assemble::AssembledImage> {
+    let layers: Vec<NewLayer> = plan
+        .features
+        .iter()
+        .zip(results)
+        .map(|(step, result)| NewLayer {
+            layer: result.layer.clone(),
+            created_by: history_text(step),
+        })
+        .collect();
+    let labels: Vec<(String, String)> = plan
+        .image
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let input = ImageInput {
+        base_manifest: &plan.base.manifest,
+        base_config: &plan.base.config,
+        layers: &layers,
+        env: &plan.image.env,
+        user: plan.image.user.as_deref(),
+        labels: &labels,
+        source_date_epoch: plan.settings.source_date_epoch,
+    };
+    Ok(crate::image::assemble::assemble(&input, content)?)
+}
+
+/// The history entry of a Feature's layer, such as
+/// `envc: install Feature app-tool 1.0.0 from ./features/app-tool`.
+fn history_text(step: &crate::plan::Step) -> String {
+    let version = step
+        .version
+        .as_deref()
+        .map(|v| format!(" {v}"))
+        .unwrap_or_default();
+    format!(
+        "envc: install Feature {}{version} from {}",
+        step.id, step.reference
+    )
+}
+
+/// The descriptor of manifest `digest` in the store, for tagging and export.
+fn manifest_descriptor(
+    content: &crate::store::ContentStore,
+    digest: &str,
+) -> Result<oci_spec::image::Descriptor> {
+    let bytes = content.read_blob(digest)?;
+    let media_type = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|m| m.get("mediaType")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".to_string());
+    Ok(crate::store::ContentStore::descriptor(
+        &media_type,
+        digest,
+        bytes.len() as u64,
+    )?)
+}
+
+/// The tag used when the user gives none: the project folder's name, lowercased, as
+/// `<name>:latest`.
+pub fn default_tag(config: &Config) -> String {
+    let name = config
+        .workspace
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("envc-image");
+    let name: String = name
+        .to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let name = name.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    format!(
+        "{}:latest",
+        if name.is_empty() { "envc-image" } else { name }
+    )
+}
+
+fn short(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    &hex[..hex.len().min(12)]
+}

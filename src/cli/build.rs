@@ -1,0 +1,120 @@
+//! `envc build`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{BuildArgs, ProjectArgs};
+use crate::build::{self, Outputs, ProjectOptions};
+use crate::engine::Cancel;
+use crate::progress::Reporter;
+use crate::{Error, Result};
+
+pub async fn run(args: BuildArgs, reporter: Arc<dyn Reporter>) -> Result<()> {
+    let options = project_options(&args.project)?;
+    let outputs = Outputs {
+        tags: args.tags.clone(),
+        push: args.push.clone(),
+        layout: args.output.as_deref().map(parse_output).transpose()?,
+    };
+
+    let cancel = Cancel::default();
+    let on_interrupt = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_interrupt.cancel();
+        }
+    });
+
+    let outcome = build::build(&options, &outputs, args.no_cache, reporter, &cancel).await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&outcome).expect("outcome serializes")
+        );
+    } else {
+        println!("{}", outcome.digest);
+        for tag in &outcome.tags {
+            println!("{tag}");
+        }
+        for pushed in &outcome.pushed {
+            println!("{pushed}");
+        }
+    }
+    Ok(())
+}
+
+/// Resolves the options shared by `build` and `plan`.
+pub(super) fn project_options(args: &ProjectArgs) -> Result<ProjectOptions> {
+    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(text) if !text.is_empty() => Some(text.trim().parse::<i64>().map_err(|_| {
+            Error::usage(
+                format!("invalid `SOURCE_DATE_EPOCH` value `{text}`"),
+                Some("set it to whole seconds since the Unix epoch, or unset it".to_string()),
+            )
+        })?),
+        _ => None,
+    };
+    if !args.path.is_dir() {
+        return Err(Error::usage(
+            format!("project folder `{}` does not exist", args.path.display()),
+            Some("pass the folder that holds `.devcontainer/`".to_string()),
+        ));
+    }
+    Ok(ProjectOptions {
+        workspace: std::path::absolute(&args.path).unwrap_or_else(|_| args.path.clone()),
+        config: args.config.clone(),
+        store: args
+            .store
+            .clone()
+            .unwrap_or_else(crate::store::Store::default_root),
+        insecure_registries: args.insecure_registries.clone(),
+        network: args.network,
+        compression: args.compression.into(),
+        source_date_epoch,
+    })
+}
+
+/// Parses `oci:DIR` or `oci:DIR:TAG`.
+fn parse_output(text: &str) -> Result<(PathBuf, Option<String>)> {
+    let Some(rest) = text.strip_prefix("oci:") else {
+        return Err(Error::usage(
+            format!("unsupported output `{text}`"),
+            Some("write `--output oci:DIR` or `--output oci:DIR:TAG`".to_string()),
+        ));
+    };
+    match rest.rsplit_once(':') {
+        Some((dir, tag)) if !dir.is_empty() && !tag.is_empty() && !tag.contains('/') => {
+            Ok((PathBuf::from(dir), Some(tag.to_string())))
+        }
+        _ if !rest.is_empty() => Ok((PathBuf::from(rest), None)),
+        _ => Err(Error::usage(
+            "`--output oci:` needs a folder".to_string(),
+            Some("write `--output oci:DIR` or `--output oci:DIR:TAG`".to_string()),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_with_tag() {
+        let (dir, tag) = parse_output("oci:/tmp/out:v1").unwrap();
+        assert_eq!(dir, PathBuf::from("/tmp/out"));
+        assert_eq!(tag.as_deref(), Some("v1"));
+    }
+
+    #[test]
+    fn output_without_tag() {
+        let (dir, tag) = parse_output("oci:out").unwrap();
+        assert_eq!(dir, PathBuf::from("out"));
+        assert_eq!(tag, None);
+    }
+
+    #[test]
+    fn output_of_other_kind_is_rejected() {
+        let error = parse_output("docker:x").unwrap_err();
+        assert!(error.to_string().contains("unsupported output `docker:x`"));
+    }
+}

@@ -1,0 +1,39 @@
+//! `envc push`.
+
+use std::sync::Arc;
+
+use super::PushArgs;
+use crate::progress::{Event, Reporter};
+use crate::registry::{RegistryClient, RegistryOptions};
+use crate::store::Store;
+use crate::{Error, Result};
+
+pub async fn run(args: PushArgs, reporter: Arc<dyn Reporter>) -> Result<()> {
+    let store = Store::open(&args.store.clone().unwrap_or_else(Store::default_root))?;
+    let Some(manifest) = store.content().resolve_tag(&args.source)? else {
+        return Err(Error::usage(
+            format!("no image tagged `{}` in the local store", args.source),
+            Some("build it first with `envc build --tag NAME`".to_string()),
+        ));
+    };
+    let digest = manifest.digest().to_string();
+    let destination = args.destination.as_deref().unwrap_or(&args.source);
+    let registry = Arc::new(RegistryClient::new(RegistryOptions {
+        insecure: args.insecure_registries,
+    }));
+    let pushed = crate::build::push_image(&store, &registry, &digest, destination).await?;
+    reporter.report(Event::Info {
+        message: format!("pushed {pushed}"),
+    });
+    if args.json {
+        let value = serde_json::json!({ "digest": digest, "pushed": [pushed] });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).expect("json serializes")
+        );
+    } else {
+        println!("{digest}");
+        println!("{pushed}");
+    }
+    Ok(())
+}

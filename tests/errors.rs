@@ -1,0 +1,240 @@
+//! Bad input gets a clear error, the right exit code, and leaves nothing behind in the store.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use support::{can_build, stderr, store_leftovers, Scratch, REGISTRY};
+
+/// Writes a project with `config` as its devcontainer.json and `features` as
+/// `(folder, devcontainer-feature.json, install.sh)` under `.devcontainer/features/`.
+fn project(scratch: &Scratch, config: &str, features: &[(&str, &str, &str)]) -> PathBuf {
+    let root = scratch.path().join("project");
+    let dot = root.join(".devcontainer");
+    std::fs::create_dir_all(&dot).unwrap();
+    std::fs::write(dot.join("devcontainer.json"), config).unwrap();
+    for (name, metadata, script) in features {
+        let dir = dot.join("features").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        if !metadata.is_empty() {
+            std::fs::write(dir.join("devcontainer-feature.json"), metadata).unwrap();
+        }
+        write_script(&dir.join("install.sh"), script);
+    }
+    root
+}
+
+fn write_script(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, body).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn busybox_config(features: &str) -> String {
+    format!("{{\n  \"image\": \"{REGISTRY}/busybox:latest\",\n  \"features\": {{{features}}}\n}}\n")
+}
+
+const OPTIONS_FEATURE: &str = r#"{
+    "id": "opts",
+    "version": "1.0.0",
+    "options": {
+        "flavor": { "type": "string", "enum": ["small", "large"], "default": "small" },
+        "fast": { "type": "boolean", "default": false }
+    }
+}"#;
+
+/// Builds `project` and checks the exit code, that stderr contains each of `needles`, and
+/// that the store holds no tag, record, work folder or mount afterwards.
+fn assert_rejected(scratch: &Scratch, project: &Path, code: i32, needles: &[&str]) {
+    let output = scratch.envc(&["build", project.to_str().unwrap()]);
+    let text = stderr(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "unexpected exit code; stderr:\n{text}"
+    );
+    for needle in needles {
+        assert!(text.contains(needle), "stderr lacks `{needle}`:\n{text}");
+    }
+    assert_eq!(store_leftovers(&scratch.store()), Vec::<String>::new());
+}
+
+#[test]
+fn malformed_jsonc_names_line_and_column() {
+    let scratch = Scratch::new();
+    let root = project(
+        &scratch,
+        "{\n  \"image\": \"x\",\n  \"features\": {,\n}\n",
+        &[],
+    );
+    assert_rejected(&scratch, &root, 2, &["devcontainer.json:3:"]);
+}
+
+#[test]
+fn missing_config_is_reported() {
+    let scratch = Scratch::new();
+    let root = scratch.path().join("empty");
+    std::fs::create_dir_all(&root).unwrap();
+    assert_rejected(&scratch, &root, 2, &["no devcontainer.json found", "hint:"]);
+}
+
+#[test]
+fn feature_folder_without_metadata() {
+    let scratch = Scratch::new();
+    let config = busybox_config(r#""./features/bare": {}"#);
+    let root = project(&scratch, &config, &[("bare", "", "#!/bin/sh\ntrue\n")]);
+    assert_rejected(&scratch, &root, 2, &["devcontainer-feature.json", "bare"]);
+}
+
+#[test]
+fn local_path_outside_devcontainer_folder() {
+    let scratch = Scratch::new();
+    let config = busybox_config(r#""../outside": {}"#);
+    let root = project(&scratch, &config, &[]);
+    std::fs::create_dir_all(root.join("outside")).unwrap();
+    assert_rejected(&scratch, &root, 2, &["../outside", "devcontainer.json:3:"]);
+}
+
+#[test]
+fn unknown_option_lists_declared_ones() {
+    let scratch = Scratch::new();
+    let config = busybox_config(r#""./features/opts": { "colour": "red" }"#);
+    let root = project(
+        &scratch,
+        &config,
+        &[("opts", OPTIONS_FEATURE, "#!/bin/sh\ntrue\n")],
+    );
+    assert_rejected(&scratch, &root, 2, &["colour", "flavor", "fast"]);
+}
+
+#[test]
+fn option_of_wrong_type() {
+    let scratch = Scratch::new();
+    let config = busybox_config(r#""./features/opts": { "fast": "yes" }"#);
+    let root = project(
+        &scratch,
+        &config,
+        &[("opts", OPTIONS_FEATURE, "#!/bin/sh\ntrue\n")],
+    );
+    assert_rejected(&scratch, &root, 2, &["fast", "`yes`"]);
+}
+
+#[test]
+fn option_outside_enum() {
+    let scratch = Scratch::new();
+    let config = busybox_config(r#""./features/opts": { "flavor": "medium" }"#);
+    let root = project(
+        &scratch,
+        &config,
+        &[("opts", OPTIONS_FEATURE, "#!/bin/sh\ntrue\n")],
+    );
+    assert_rejected(
+        &scratch,
+        &root,
+        2,
+        &["flavor", "`medium`", "small", "large"],
+    );
+}
+
+#[test]
+fn depends_on_cycle_names_every_feature() {
+    let scratch = Scratch::new();
+    let config = busybox_config(r#""./features/a": {}"#);
+    let a = r#"{"id": "a", "version": "1.0.0", "dependsOn": {"./features/b": {}}}"#;
+    let b = r#"{"id": "b", "version": "1.0.0", "dependsOn": {"./features/a": {}}}"#;
+    let root = project(
+        &scratch,
+        &config,
+        &[("a", a, "#!/bin/sh\ntrue\n"), ("b", b, "#!/bin/sh\ntrue\n")],
+    );
+    assert_rejected(&scratch, &root, 2, &["cycle", "a", "b"]);
+}
+
+#[test]
+fn unreachable_registry() {
+    let scratch = Scratch::new();
+    let root = project(&scratch, "{ \"image\": \"127.0.0.1:9/nothing:here\" }", &[]);
+    assert_rejected(&scratch, &root, 1, &["127.0.0.1:9"]);
+}
+
+#[test]
+fn missing_base_tag() {
+    if !can_build("missing_base_tag") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let config = format!("{{ \"image\": \"{REGISTRY}/busybox:no-such-tag\" }}");
+    let root = project(&scratch, &config, &[]);
+    assert_rejected(&scratch, &root, 2, &["busybox:no-such-tag", "not found"]);
+}
+
+#[test]
+fn failing_install_script_names_feature_and_output() {
+    if !can_build("failing_install_script_names_feature_and_output") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let config = busybox_config("\n    \"./features/broken\": {}\n  ");
+    let metadata = r#"{"id": "broken", "version": "1.0.0"}"#;
+    let script = "#!/bin/sh\necho preparing\necho 'cannot find libfoo' >&2\nexit 3\n";
+    let root = project(&scratch, &config, &[("broken", metadata, script)]);
+    assert_rejected(
+        &scratch,
+        &root,
+        1,
+        &[
+            "`broken`",
+            "code 3",
+            "devcontainer.json:4:",
+            "cannot find libfoo",
+        ],
+    );
+}
+
+#[test]
+fn interrupt_stops_build_and_cleans_up() {
+    if !can_build("interrupt_stops_build_and_cleans_up") {
+        return;
+    }
+    use std::io::{BufRead, BufReader};
+    let scratch = Scratch::new();
+    let config = busybox_config(r#""./features/slow": {}"#);
+    let metadata = r#"{"id": "slow", "version": "1.0.0"}"#;
+    let script = "#!/bin/sh\necho started\nsleep 60\n";
+    let root = project(&scratch, &config, &[("slow", metadata, script)]);
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_envc"))
+        .args(["build", root.to_str().unwrap(), "--progress", "plain"])
+        .env("ENVC_STORE", scratch.store())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.contains("started") {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("started")),
+        "script never started: {seen:?}"
+    );
+    let started = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "stderr after interrupt: {rest:?}");
+    assert!(
+        started.elapsed().as_secs() < 30,
+        "the build did not stop promptly"
+    );
+    assert_eq!(store_leftovers(&scratch.store()), Vec::<String>::new());
+}
