@@ -602,3 +602,36 @@ fn no_network_cannot_reach_the_host_but_host_network_can() {
     host.assert_clean();
     assert!(server.join().unwrap() >= 1);
 }
+
+#[test]
+fn a_cancel_kills_the_running_script_and_leaves_nothing() {
+    require_prerequisites!();
+    let mut fixture = Fixture::new();
+    fixture.add_step(
+        "slow",
+        "echo started\nsleep 60\necho finished > /finished\n",
+        &[],
+    );
+
+    let engine = LocalEngine::new(fixture.store(), LocalOptions::default());
+    let cancel = Cancel::default();
+    let started = Instant::now();
+    let result = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(700));
+            cancel.cancel();
+        });
+        engine.build(&fixture.plan, &envc::progress::Silent, &cancel)
+    });
+
+    assert!(matches!(result, Err(Error::Interrupted)), "{result:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    let key = &fixture.plan.features[0].cache_key;
+    assert!(fixture.store().step_record(key).unwrap().is_none());
+    assert!(fixture.store().snapshots().get(key).is_none());
+    fixture.assert_clean();
+}

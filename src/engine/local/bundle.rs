@@ -51,6 +51,22 @@ pub(super) fn feature_mount(feature_id: &str) -> PathBuf {
     Path::new(FEATURE_MOUNT_ROOT).join(name)
 }
 
+/// The command to run, wrapped so that its stderr goes to its stdout when the image has
+/// `/bin/sh`. runc copies a container's stdout and stderr through two pipes of its own, which
+/// would mix up their order; one stream keeps the lines in the order the script wrote them.
+/// Without `/bin/sh` the command runs as it is.
+pub(super) fn merged_output_command(rootfs: &Path, command: &[String]) -> Vec<String> {
+    if command.is_empty() || std::fs::symlink_metadata(rootfs.join("bin/sh")).is_err() {
+        return command.to_vec();
+    }
+    let wrapper = ["/bin/sh", "-c", "exec \"$@\" 2>&1", "sh"];
+    wrapper
+        .iter()
+        .map(|s| s.to_string())
+        .chain(command.iter().cloned())
+        .collect()
+}
+
 /// The script's environment: the step's variables, then the two user homes, and a default
 /// `PATH` when none is set.
 pub(super) fn script_env(
@@ -351,6 +367,27 @@ mod tests {
             Path::new("/.envc/features/ghcr.io_x_y_1")
         );
         assert_eq!(feature_mount(".."), Path::new("/.envc/features/feature"));
+    }
+
+    #[test]
+    fn stderr_is_merged_by_the_image_shell_when_there_is_one() {
+        let root = tempfile::tempdir().unwrap();
+        let command = vec!["/bin/sh".to_string(), "./install.sh".to_string()];
+        assert_eq!(merged_output_command(root.path(), &command), command);
+
+        std::fs::create_dir(root.path().join("bin")).unwrap();
+        std::os::unix::fs::symlink("busybox", root.path().join("bin/sh")).unwrap();
+        assert_eq!(
+            merged_output_command(root.path(), &command),
+            [
+                "/bin/sh",
+                "-c",
+                "exec \"$@\" 2>&1",
+                "sh",
+                "/bin/sh",
+                "./install.sh"
+            ]
+        );
     }
 
     #[test]

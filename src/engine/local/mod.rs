@@ -225,11 +225,12 @@ impl LocalEngine {
 
         let mount = overlay::OverlayMount::mount(lower_dirs, &upper, &work, &merged)?;
 
+        let command = bundle::merged_output_command(&merged, &step.command);
         let spec_input = bundle::BundleSpec {
             rootfs: &merged,
             feature_dir: &step.feature_dir,
             feature_mount: bundle::feature_mount(&step.id),
-            command: &step.command,
+            command: &command,
             env: bundle::script_env(
                 &step.env,
                 &bundle::home_of(&merged, &step.users.remote),
