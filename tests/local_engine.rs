@@ -358,7 +358,7 @@ echo second > /second.txt
 "#;
 
 #[test]
-fn script_changes_become_the_layer_and_a_rebuild_runs_nothing() {
+fn script_changes_become_layer_then_cached() {
     require_prerequisites!();
     let mut fixture = Fixture::new();
     fixture.add_step(
@@ -408,7 +408,8 @@ fn script_changes_become_the_layer_and_a_rebuild_runs_nothing() {
         ]
     );
     let whiteout = std::fs::symlink_metadata(snapshot.join("etc/base-file")).unwrap();
-    assert!(whiteout.file_type().is_char_device() && whiteout.rdev() == 0);
+    assert!(whiteout.file_type().is_char_device());
+    assert_eq!(whiteout.rdev(), 0);
     assert!(is_opaque(&snapshot.join("data")));
     assert_eq!(
         std::fs::read_to_string(snapshot.join("env.txt")).unwrap(),
@@ -422,7 +423,7 @@ fn script_changes_become_the_layer_and_a_rebuild_runs_nothing() {
     assert!(!fixture.features.join("changes/written-by-script").exists());
     assert_eq!(tree(&fixture.snapshot(1)), ["second.txt"]);
 
-    // The layer holds the same, with OCI whiteouts, and no Feature file or mount point.
+    // The layer contains the same, with OCI whiteouts, and no Feature file or mount point.
     let store = fixture.store();
     let entries = layer_entries(&store, &results[0].layer);
     for expected in [
@@ -469,7 +470,7 @@ fn script_changes_become_the_layer_and_a_rebuild_runs_nothing() {
 }
 
 #[test]
-fn a_later_step_runs_over_an_earlier_one_unpacked_from_its_layer() {
+fn missing_snapshot_is_unpacked_from_layer() {
     require_prerequisites!();
     let mut fixture = Fixture::new();
     fixture.add_step("changes", CHANGES, &[]);
@@ -484,7 +485,8 @@ fn a_later_step_runs_over_an_earlier_one_unpacked_from_its_layer() {
     fixture.add_step("checks", CHECKS, &[]);
     let (result, events) = fixture.build();
     let results = result.unwrap();
-    assert!(results[0].cached && !results[1].cached);
+    assert!(results[0].cached);
+    assert!(!results[1].cached);
     assert!(
         events.contains(&Event::StepLog {
             index: 1,
@@ -496,7 +498,7 @@ fn a_later_step_runs_over_an_earlier_one_unpacked_from_its_layer() {
 }
 
 #[test]
-fn a_failing_script_reports_its_code_and_last_lines_and_records_nothing() {
+fn failing_script_reports_code_and_tail() {
     require_prerequisites!();
     let mut fixture = Fixture::new();
     let script = "i=1; while [ $i -le 30 ]; do echo line $i; i=$((i+1)); done\n\
@@ -536,7 +538,8 @@ fn a_failing_script_reports_its_code_and_last_lines_and_records_nothing() {
     fixture.assert_clean();
 }
 
-/// A TCP server on 127.0.0.1 that answers `pong` to every connection until `deadline`.
+/// Starts a TCP server on 127.0.0.1 that writes `pong` to the first connection and stops
+/// then, or at `deadline`. Returns its port and the number of connections it served.
 fn pong_server(deadline: Duration) -> (u16, std::thread::JoinHandle<usize>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -560,7 +563,7 @@ fn pong_server(deadline: Duration) -> (u16, std::thread::JoinHandle<usize>) {
 }
 
 #[test]
-fn no_network_cannot_reach_the_host_but_host_network_can() {
+fn network_none_isolated_host_reaches_loopback() {
     require_prerequisites!();
     let (port, server) = pong_server(Duration::from_secs(20));
     let port = port.to_string();
@@ -604,7 +607,7 @@ fn no_network_cannot_reach_the_host_but_host_network_can() {
 }
 
 #[test]
-fn a_cancel_kills_the_running_script_and_leaves_nothing() {
+fn cancel_kills_running_script() {
     require_prerequisites!();
     let mut fixture = Fixture::new();
     fixture.add_step(

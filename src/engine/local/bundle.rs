@@ -17,7 +17,7 @@ pub(super) const FEATURE_MOUNT_ROOT: &str = "/.envc/features";
 /// The `PATH` a script gets when the image's environment sets none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// What one container needs.
+/// The inputs of one container's runtime config.
 pub(super) struct BundleSpec<'a> {
     /// The merged overlay folder, the container's root.
     pub rootfs: &'a Path,
@@ -433,7 +433,7 @@ mod tests {
     }
 
     #[test]
-    fn a_linked_passwd_is_not_followed() {
+    fn passwd_symlink_not_followed() {
         let root = tempfile::tempdir().unwrap();
         let outside = root.path().join("outside");
         std::fs::write(&outside, "dev:x:1:1::/secret:/bin/sh\n").unwrap();

@@ -13,7 +13,7 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::engine::Error;
 
-/// What a path was before the run.
+/// The state of a path before the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Before {
     Missing,

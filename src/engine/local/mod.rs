@@ -210,7 +210,7 @@ impl LocalEngine {
             });
         }
 
-        // Dropped last: removes every folder below, whatever happens.
+        // Declared first, so dropped last: its folder and everything in it go on every return.
         let work_root = self.store.temp_dir("step-")?;
         let dir = |name: &str| -> Result<PathBuf, Error> {
             let path = work_root.path().join(name);
@@ -370,7 +370,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cached_build_needs_no_prerequisites_and_runs_nothing() {
+    fn cached_build_runs_nothing() {
         let root = tempfile::tempdir().unwrap();
         let store = Store::open(root.path()).unwrap();
         let layer = Layer {
@@ -417,7 +417,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cancelled_build_stops_before_the_first_step() {
+    fn cancelled_build_stops_first() {
         let root = tempfile::tempdir().unwrap();
         let store = Store::open(root.path()).unwrap();
         let engine = LocalEngine::new(store, LocalOptions::default());

@@ -27,7 +27,7 @@ pub(super) struct Runc {
     pub state_root: PathBuf,
 }
 
-/// How a script ended.
+/// The end of a script: its exit code and last lines.
 #[derive(Debug)]
 pub(super) struct Finished {
     pub exit_code: i32,
@@ -80,7 +80,7 @@ impl Runc {
         let child = command
             .spawn()
             .map_err(|e| io_error(&format!("start `{} run`", self.binary.display()), e))?;
-        // The command holds the pipe's write ends; drop them so the reader sees the end.
+        // The command keeps the pipe's write ends open; drop them so the reader sees the end.
         drop(command);
         let mut container = Container {
             runc: self,
@@ -93,7 +93,7 @@ impl Runc {
             let reader = scope.spawn(move || read_lines(read, on_line));
             let status = container.wait(cancel);
             if status.is_err() {
-                // Whatever still holds the output pipe goes with the container.
+                // Processes that still have the output pipe open end with the container.
                 container.delete();
             }
             let tail = reader.join().unwrap_or_default();
@@ -274,7 +274,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cancel_kills_the_container_and_deletes_it() {
+    fn cancel_kills_and_deletes_container() {
         let dir = tempfile::tempdir().unwrap();
         let runc = fake_runc(dir.path(), "exec sleep 30");
         let cancel = Cancel::default();
