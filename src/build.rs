@@ -73,7 +73,7 @@ pub async fn make_plan(
     let order = ordered.placements;
     let warnings = ordered.warnings;
 
-    let base = plan::resolve_base(&config.image.reference, registry).await?;
+    let base = plan::resolve_base(&config.image, registry).await?;
     let settings = Settings {
         compression: options.compression,
         source_date_epoch: options
@@ -390,7 +390,7 @@ fn layout_blob(dir: &Path, digest: &str) -> PathBuf {
 }
 
 /// Pushes the image `manifest_digest` from the store to `destination` and returns the pushed
-/// reference with its digest.
+/// reference with its digest, as `registry/repository:tag@sha256:...`.
 pub async fn push_image(
     store: &Store,
     registry: &Arc<RegistryClient>,
@@ -433,12 +433,7 @@ pub async fn push_image(
     let digest = registry
         .push_manifest(&target, &manifest_bytes, &media_type)
         .await?;
-    let repository = ImageRef {
-        tag: None,
-        digest: None,
-        ..target.clone()
-    };
-    Ok(format!("{target} ({repository}@{digest})"))
+    Ok(format!("{target}@{digest}"))
 }
 
 /// Writes the image config and manifest of `plan` with the layers the engine built.

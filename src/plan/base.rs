@@ -22,18 +22,20 @@ pub fn host_architecture() -> &'static str {
 
 /// Resolves the `image` of a config to a pinned base: a registry reference, or
 /// `oci:DIR[:TAG]` for an OCI image layout folder.
-pub async fn resolve_base(reference: &str, registry: &RegistryClient) -> Result<BasePlan, Error> {
+pub async fn resolve_base(
+    source: &crate::config::ImageSource,
+    registry: &RegistryClient,
+) -> Result<BasePlan, Error> {
+    let reference = source.reference.as_str();
     if let Some(layout) = reference.strip_prefix("oci:") {
-        return resolve_layout(reference, layout);
+        return resolve_layout(source, layout);
     }
-    let image = ImageRef::parse(reference).map_err(|source| Error::Base {
+    let base_error = |error| Error::Base {
         reference: reference.to_string(),
-        source,
-    })?;
-    let base_error = |source| Error::Base {
-        reference: reference.to_string(),
-        source,
+        location: source.location.clone(),
+        source: error,
     };
+    let image = ImageRef::parse(reference).map_err(base_error)?;
 
     let mut manifest = registry.fetch_manifest(&image).await.map_err(base_error)?;
     if INDEX_TYPES.contains(&manifest.media_type.as_str()) || is_index(&manifest.bytes) {
@@ -74,10 +76,12 @@ pub async fn resolve_base(reference: &str, registry: &RegistryClient) -> Result<
     })
 }
 
-fn resolve_layout(reference: &str, layout: &str) -> Result<BasePlan, Error> {
+fn resolve_layout(source: &crate::config::ImageSource, layout: &str) -> Result<BasePlan, Error> {
+    let reference = source.reference.as_str();
+    let location = &source.location;
     let (dir, tag) = split_layout_reference(layout);
     let invalid = |e: crate::store::Error| Error::Invalid {
-        message: format!("failed to read base image `{reference}`: {e}"),
+        message: format!("{location}: failed to read base image `{reference}`: {e}"),
         hint: Some("write the base as `oci:DIR` or `oci:DIR:TAG` of an OCI image layout".into()),
     };
     let layout =

@@ -32,9 +32,11 @@ pub enum Error {
         message: String,
         hint: Option<String>,
     },
-    #[error("failed to resolve base image `{reference}`")]
+    #[error("{location}: failed to resolve base image `{reference}`")]
     Base {
         reference: String,
+        /// Where `image` is written in devcontainer.json.
+        location: crate::config::Location,
         #[source]
         source: crate::registry::Error,
     },
