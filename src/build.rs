@@ -25,7 +25,7 @@ use crate::{Error, Result};
 /// `SOURCE_DATE_EPOCH` when the user sets none: the Unix epoch.
 pub const DEFAULT_SOURCE_DATE_EPOCH: i64 = 0;
 
-/// What to build and how.
+/// The project to build and the settings that shape its image.
 #[derive(Debug, Clone)]
 pub struct ProjectOptions {
     pub workspace: PathBuf,
@@ -96,7 +96,7 @@ pub async fn make_plan(
     })
 }
 
-/// Where else the image goes once built.
+/// Destinations of a built image.
 #[derive(Debug, Clone, Default)]
 pub struct Outputs {
     /// Tags in the local store.
@@ -107,7 +107,7 @@ pub struct Outputs {
     pub layout: Option<(PathBuf, Option<String>)>,
 }
 
-/// What a build produced.
+/// The result of a build.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BuildOutcome {
@@ -262,7 +262,7 @@ pub async fn build(
     })
 }
 
-/// The layer summaries of an image whose every step is recorded in the store.
+/// Summarizes the layers of an image whose every step is recorded in the store.
 fn up_to_date_layers(store: &Store, plan: &BuildPlan) -> Result<Vec<LayerSummary>> {
     let mut layers = Vec::new();
     for step in &plan.features {
@@ -469,7 +469,7 @@ fn assemble(
     Ok(crate::image::assemble::assemble(&input, content)?)
 }
 
-/// The history entry of a Feature's layer, such as
+/// Formats the history entry of a Feature's layer, such as
 /// `envc: install Feature app-tool 1.0.0 from ./features/app-tool`.
 fn history_text(step: &crate::plan::Step) -> String {
     let version = step
@@ -483,7 +483,7 @@ fn history_text(step: &crate::plan::Step) -> String {
     )
 }
 
-/// The descriptor of manifest `digest` in the store, for tagging and export.
+/// Returns the descriptor of manifest `digest` in the store, for tagging and export.
 fn manifest_descriptor(
     content: &crate::store::ContentStore,
     digest: &str,
@@ -500,7 +500,7 @@ fn manifest_descriptor(
     )?)
 }
 
-/// The tag used when the user gives none: the project folder's name, lowercased, as
+/// Returns the tag used when the user gives none: the project folder's name, lowercased, as
 /// `<name>:latest`.
 pub fn default_tag(config: &Config) -> String {
     let name = config

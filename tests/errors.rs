@@ -44,7 +44,7 @@ const OPTIONS_FEATURE: &str = r#"{
 }"#;
 
 /// Builds `project` and checks the exit code, that stderr contains each of `needles`, and
-/// that the store holds no tag, record, work folder or mount afterwards.
+/// that the store contains no tag, record, work folder or mount afterwards.
 fn assert_rejected(scratch: &Scratch, project: &Path, code: i32, needles: &[&str]) {
     let output = scratch.envc(&["build", project.to_str().unwrap()]);
     let text = stderr(&output);

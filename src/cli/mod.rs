@@ -41,7 +41,7 @@ pub enum Command {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProgressMode {
-    /// Plain lines; the script output only with `-v` or on failure.
+    /// Plain lines, with the scripts' output only with `-v` (a failure always shows its tail).
     Auto,
     /// Plain lines, with every line the install scripts print.
     Plain,
@@ -54,7 +54,7 @@ pub enum ProgressMode {
 /// Options that choose and read the project.
 #[derive(Debug, Clone, Args)]
 pub struct ProjectArgs {
-    /// The project folder: the one that holds `.devcontainer/` or `.devcontainer.json`.
+    /// The project folder: the one that contains `.devcontainer/` or `.devcontainer.json`.
     #[arg(default_value = ".")]
     pub path: PathBuf,
 
@@ -70,7 +70,7 @@ pub struct ProjectArgs {
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub insecure_registries: Vec<String>,
 
-    /// How install scripts reach the network: `none` (loopback only) or `host`.
+    /// Network access of install scripts: `none` (loopback only) or `host`.
     #[arg(long, value_enum, default_value_t = Network::None)]
     pub network: Network,
 
@@ -145,7 +145,7 @@ pub struct PushArgs {
     /// The image's tag in the local store.
     pub source: String,
 
-    /// Where to push it [default: SOURCE itself, which must then name a registry].
+    /// The registry reference to push to [default: SOURCE itself, which must then name a registry].
     pub destination: Option<String>,
 
     /// The local store folder [default: $XDG_CACHE_HOME/envc, else ~/.cache/envc].

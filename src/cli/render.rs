@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use super::ProgressMode;
 use crate::progress::{Event, Reporter};
 
-/// The reporter for `mode`. Script output is shown in `plain` mode, and in `auto` mode with `-v`.
+/// Creates the reporter for `mode`. Script output is shown in `plain` mode, and in `auto` mode with `-v`.
 pub fn reporter(mode: ProgressMode, verbose: u8) -> Arc<dyn Reporter> {
     match mode {
         ProgressMode::Auto => Arc::new(Lines {

@@ -116,6 +116,7 @@ fn build_config(input: &ImageInput<'_>, created: &str) -> Result<Value, Error> {
         .entry("type")
         .or_insert_with(|| Value::String("layers".into()));
     let diff_ids = array_field(rootfs, "diff_ids")?;
+    let base_layers = diff_ids.len();
     diff_ids.extend(
         input
             .layers
@@ -124,6 +125,21 @@ fn build_config(input: &ImageInput<'_>, created: &str) -> Result<Value, Error> {
     );
 
     let history = array_field(root, "history")?;
+    // Tools pair history entries that are not `empty_layer` with layers in order, so a base
+    // that records fewer entries than it has layers gets one per missing layer; otherwise the
+    // first Feature's entry would describe a base layer.
+    let recorded = history
+        .iter()
+        .filter(|h| h.get("empty_layer").and_then(Value::as_bool) != Some(true))
+        .count();
+    for _ in recorded..base_layers {
+        let entry = HistoryBuilder::default()
+            .created(created.to_string())
+            .comment("envc: the base image records no history for this layer")
+            .build()
+            .map_err(|e| Error::InvalidDocument(format!("history entry: {e}")))?;
+        history.push(serde_json::to_value(entry).expect("history serializes"));
+    }
     for layer in input.layers {
         let entry = HistoryBuilder::default()
             .created(created.to_string())
@@ -368,6 +384,30 @@ mod tests {
         );
         // The config parses as an OCI image configuration.
         serde_json::from_slice::<oci_spec::image::ImageConfiguration>(&image.config).unwrap();
+    }
+
+    #[test]
+    fn base_without_history_gets_one_entry_per_layer() {
+        let manifest = docker_manifest();
+        let layers = new_layers();
+        let base_config = BASE_CONFIG.replace(
+            r#","history":[{"created":"2024-01-01T00:00:00Z","created_by":"debootstrap"}]"#,
+            "",
+        );
+        assert_ne!(base_config, BASE_CONFIG);
+        let image = build(&ImageInput {
+            base_config: base_config.as_bytes(),
+            ..input(&manifest, &layers, &[], &[])
+        })
+        .unwrap();
+        let config: Value = serde_json::from_slice(&image.config).unwrap();
+        let history = config["history"].as_array().unwrap();
+        assert_eq!(history.len(), 3, "one base entry and two Feature entries");
+        assert!(history[0]["comment"]
+            .as_str()
+            .unwrap()
+            .contains("no history"));
+        assert_eq!(history[1]["created_by"], "envc: Feature 4");
     }
 
     #[test]

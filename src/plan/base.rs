@@ -8,7 +8,7 @@ const INDEX_TYPES: [&str; 2] = [
     "application/vnd.docker.distribution.manifest.list.v2+json",
 ];
 
-/// The OCI architecture name of the machine envc runs on.
+/// Returns the OCI architecture name of the machine envc runs on.
 pub fn host_architecture() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",

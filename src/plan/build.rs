@@ -16,7 +16,7 @@ pub const METADATA_LABEL: &str = "devcontainer.metadata";
 
 /// Makes the plan for `config` with `features` in install order on top of `base`.
 ///
-/// `source_date_epoch_from_user` says whether `SOURCE_DATE_EPOCH` came from the user: only then
+/// `source_date_epoch_from_user` tells whether `SOURCE_DATE_EPOCH` came from the user: only then
 /// do install scripts see it, because tools that honour it misbehave on the default of 0 (for
 /// example, zip files cannot hold times before 1980).
 pub fn make_plan(
@@ -145,7 +145,7 @@ struct PlanKey<'a> {
     image: &'a ImagePlan,
 }
 
-/// The environment an install script runs with: the image `Env` so far, the option variables,
+/// Builds the environment an install script runs with: the image `Env` so far, the option variables,
 /// then `_REMOTE_USER` and `_CONTAINER_USER`. Later entries replace earlier ones of the same name.
 fn script_environment(
     env: &Environment,
@@ -166,7 +166,7 @@ fn script_environment(
     Ok(script.pairs().to_vec())
 }
 
-/// The container and remote user as the reference CLI resolves them: the config's values, else
+/// Resolves the container and remote user as the reference CLI does: the config's values, else
 /// the last base metadata entry that sets them, else the base image's `User`, else `root`.
 fn resolve_users(config: &Config, base: &BaseConfig) -> Users {
     let from_label = |key: &str| {

@@ -5,7 +5,7 @@
 //! expands `ENV`: `$NAME`, `${NAME}`, `${NAME:-default}` and `${NAME:+alternative}` take the
 //! value the variable has before this entry, so `PATH=/opt/bin:${PATH}` extends the base
 //! image's `PATH`. Unlike one Docker `ENV` instruction, entries of one `containerEnv` are applied
-//! in the order written, so a later entry sees an earlier one of the same Feature. A backslash
+//! in the order written, so a later entry can refer to an earlier one of the same Feature. A backslash
 //! keeps the next character literal (`\$HOME`).
 
 /// An ordered `KEY=value` environment with set-or-replace semantics.

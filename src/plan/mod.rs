@@ -1,4 +1,4 @@
-//! The build plan: an immutable value that says everything an engine needs, with a cache key
+//! The build plan: an immutable value with everything an engine needs, with a cache key
 //! per step and a digest for the whole.
 //!
 //! A step's cache key is the SHA-256 of its parent's key (the base image's manifest digest for
@@ -35,7 +35,7 @@ pub enum Error {
     #[error("{location}: failed to resolve base image `{reference}`")]
     Base {
         reference: String,
-        /// Where `image` is written in devcontainer.json.
+        /// The location of `image` in devcontainer.json.
         location: crate::config::Location,
         #[source]
         source: crate::registry::Error,
@@ -81,7 +81,7 @@ pub struct BasePlan {
     pub reference: String,
     /// The digest of the platform manifest the build starts from.
     pub digest: String,
-    /// Where the base comes from: a registry repository, or an OCI layout folder.
+    /// The origin of the base: a registry repository, or an OCI layout folder.
     #[serde(skip)]
     pub source: BaseSource,
     /// The base manifest's exact bytes.
@@ -129,14 +129,14 @@ pub struct Step {
     /// The remote and container user, whose homes the engine looks up.
     #[serde(skip)]
     pub users: Users,
-    /// Where this Feature was listed, or the Feature whose `dependsOn` pulled it in.
+    /// The location where this Feature was listed, when the user listed it.
     #[serde(skip)]
     pub location: Option<Location>,
     #[serde(skip)]
     pub required_by: Option<String>,
 }
 
-/// The users install scripts are told about.
+/// The users passed to install scripts as `_REMOTE_USER` and `_CONTAINER_USER`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Users {
     pub remote: String,

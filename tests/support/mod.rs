@@ -143,7 +143,7 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// The JSON result of `envc build --json`.
+/// Parses the JSON result of `envc build --json`.
 pub fn json(output: &Output) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
         panic!("stdout is not JSON ({e}): {}", stdout(output));
@@ -199,7 +199,7 @@ fn user_ids(rootfs: &Path, user: &str) -> (u32, u32) {
     panic!("user `{user}` is not in the image's /etc/passwd");
 }
 
-/// The shared folder with the benchmark project and the corpus, beside the repository.
+/// Finds the shared folder with the benchmark project and the corpus, beside the repository.
 pub fn shared() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for candidate in [root.join("../shared"), PathBuf::from("/work/shared")] {

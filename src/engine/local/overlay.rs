@@ -99,11 +99,30 @@ fn mount_data(lowers: &[PathBuf], upper: &Path, work: &Path) -> Result<String, E
         paths.pop().unwrap_or_default(),
         paths.pop().unwrap_or_default(),
     );
-    Ok(format!(
+    let data = format!(
         "lowerdir={},upperdir={upper},workdir={work},{PLAIN_DIFF}",
         paths.join(":")
-    ))
+    );
+    // NOTE: mount(2) takes at most one page of options, which at the store's path lengths is
+    // about 40 layers. Mounting through fsconfig's `lowerdir+` (Linux 6.8 and later) would lift
+    // the limit; until then a longer chain fails here with a clear message.
+    if data.len() >= MAX_MOUNT_DATA {
+        return Err(Error::MissingPrerequisite {
+            what: format!(
+                "{} layers are too many for one overlay mount: the mount options take {} bytes, \
+                 more than the kernel's {MAX_MOUNT_DATA}",
+                lowers.len(),
+                data.len()
+            ),
+            hint: "use a shorter store path with `--store DIR`, or a base image with fewer layers"
+                .into(),
+        });
+    }
+    Ok(data)
 }
+
+/// The most bytes of mount options the kernel reads: one page, including the final NUL.
+const MAX_MOUNT_DATA: usize = 4096;
 
 /// Checks that overlayfs can be mounted here, with the store's filesystem as upper, by
 /// mounting a tiny overlay under `scratch` and unmounting it.
@@ -125,6 +144,18 @@ pub(super) fn probe(scratch: &Path) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn too_many_lowers_are_rejected_with_a_count() {
+        let lowers: Vec<PathBuf> = (0..60)
+            .map(|i| PathBuf::from(format!("/var/cache/envc/snapshots/sha256-{i:064}")))
+            .collect();
+        let error = mount_data(&lowers, Path::new("/u"), Path::new("/w")).unwrap_err();
+        assert!(
+            error.to_string().contains("60 layers are too many"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn lowers_are_joined_newest_first_with_plain_diff_options() {
