@@ -23,8 +23,8 @@ registry-stop:
 
 # Build the example project with the embedded engine and push it to the loopback registry.
 demo: registry
-    cargo build --release --quiet
-    target/release/envc build examples/hello --tag hello:latest --push {{registry}}/envc-demo/hello:latest
+    cargo run --release --quiet -- build examples/hello --tag hello:latest \
+        --push {{registry}}/envc-demo/hello:latest
 
 # Formatting and lints, as CI runs them.
 check:
@@ -33,7 +33,7 @@ check:
 
 # Every test tier: unit, snapshot and integration tests against runc and the registry.
 test: check registry
-    cargo test --all-targets
+    cargo test --all-targets --no-fail-fast
 
 # Only the fast tests that need no root, runc or registry.
 test-unit:

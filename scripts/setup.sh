@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what envc's tests, benchmarks and CI need on Debian bookworm: runc for the local
 # engine, a registry, skopeo and umoci to check images, debootstrap and busybox-static for the
-# base images, and just. Safe to run again: it installs only what is missing.
+# base images, curl for the scripts, and just. Safe to run again: it installs only what is missing.
 #
 # Usage: sudo scripts/setup.sh
 set -euo pipefail
 
-packages=(runc docker-registry skopeo umoci debootstrap busybox-static)
+packages=(runc docker-registry skopeo umoci debootstrap busybox-static curl ca-certificates)
 
 missing=()
 for package in "${packages[@]}"; do

@@ -184,13 +184,14 @@ pub async fn build(
             (record.manifest_digest, layers, true)
         }
         None => {
+            let engine = local_engine(store.clone(), options, no_cache);
+            engine.check_ready(&plan)?;
             let base_started = Instant::now();
             fetch_base_layers(&plan, &store, &registry, reporter.as_ref(), cancel).await?;
             timings.base_seconds = base_started.elapsed().as_secs_f64();
 
             let build_started = Instant::now();
-            let results =
-                run_local_engine(&plan, &store, options, no_cache, &reporter, cancel).await?;
+            let results = run_local_engine(engine, &plan, &reporter, cancel).await?;
             timings.build_seconds = build_started.elapsed().as_secs_f64();
 
             let assembled = assemble(&plan, &results, store.content())?;
@@ -223,7 +224,7 @@ pub async fn build(
     let tags = if outputs.tags.is_empty() {
         vec![default_tag(&planned.config)]
     } else {
-        outputs.tags.clone()
+        outputs.tags.iter().map(|t| with_default_tag(t)).collect()
     };
     let manifest = manifest_descriptor(store.content(), &manifest_digest)?;
     for tag in &tags {
@@ -282,21 +283,22 @@ fn up_to_date_layers(store: &Store, plan: &BuildPlan) -> Result<Vec<LayerSummary
     Ok(layers)
 }
 
-async fn run_local_engine(
-    plan: &BuildPlan,
-    store: &Store,
-    options: &ProjectOptions,
-    no_cache: bool,
-    reporter: &Arc<dyn Reporter>,
-    cancel: &Cancel,
-) -> Result<Vec<crate::engine::StepResult>> {
-    let engine = LocalEngine::new(
-        store.clone(),
+fn local_engine(store: Store, options: &ProjectOptions, no_cache: bool) -> LocalEngine {
+    LocalEngine::new(
+        store,
         LocalOptions {
             network: options.network,
             no_cache,
         },
-    );
+    )
+}
+
+async fn run_local_engine(
+    engine: LocalEngine,
+    plan: &BuildPlan,
+    reporter: &Arc<dyn Reporter>,
+    cancel: &Cancel,
+) -> Result<Vec<crate::engine::StepResult>> {
     let plan = plan.clone();
     let reporter = Arc::clone(reporter);
     let cancel = cancel.clone();
@@ -397,6 +399,15 @@ pub async fn push_image(
     manifest_digest: &str,
     destination: &str,
 ) -> Result<String> {
+    if !crate::registry::names_registry(destination) {
+        return Err(Error::usage(
+            format!("`{destination}` names no registry to push to"),
+            Some(format!(
+                "write the registry host in full, such as `127.0.0.1:5000/{destination}`; \
+                 envc never pushes to Docker Hub implicitly (write `docker.io/...` for it)"
+            )),
+        ));
+    }
     let target = ImageRef::parse(destination)?;
     let content = store.content();
     let manifest_bytes = content.read_blob(manifest_digest)?;
@@ -500,6 +511,16 @@ fn manifest_descriptor(
     )?)
 }
 
+/// Appends `:latest` to a name that has neither a tag nor a digest, as Docker does.
+pub fn with_default_tag(name: &str) -> String {
+    let last_segment = name.rsplit('/').next().unwrap_or(name);
+    if last_segment.contains(':') || name.contains('@') {
+        name.to_string()
+    } else {
+        format!("{name}:latest")
+    }
+}
+
 /// Returns the tag used when the user gives none: the project folder's name, lowercased, as
 /// `<name>:latest`.
 pub fn default_tag(config: &Config) -> String {
@@ -529,4 +550,32 @@ pub fn default_tag(config: &Config) -> String {
 fn short(digest: &str) -> &str {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
     &hex[..hex.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_tag_is_latest() {
+        assert_eq!(with_default_tag("hello"), "hello:latest");
+        assert_eq!(
+            with_default_tag("127.0.0.1:5000/team/hello"),
+            "127.0.0.1:5000/team/hello:latest"
+        );
+        assert_eq!(with_default_tag("hello:1"), "hello:1");
+        assert_eq!(
+            with_default_tag("127.0.0.1:5000/hello@sha256:ab"),
+            "127.0.0.1:5000/hello@sha256:ab"
+        );
+    }
+
+    #[test]
+    fn push_needs_a_registry_host() {
+        assert!(crate::registry::names_registry("127.0.0.1:5000/a:1"));
+        assert!(crate::registry::names_registry("localhost/a"));
+        assert!(crate::registry::names_registry("ghcr.io/o/a"));
+        assert!(!crate::registry::names_registry("hello:latest"));
+        assert!(!crate::registry::names_registry("team/hello"));
+    }
 }

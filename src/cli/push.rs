@@ -10,14 +10,15 @@ use crate::{Error, Result};
 
 pub async fn run(args: PushArgs, reporter: Arc<dyn Reporter>) -> Result<()> {
     let store = Store::open(&args.store.clone().unwrap_or_else(Store::default_root))?;
-    let Some(manifest) = store.content().resolve_tag(&args.source)? else {
+    let source = crate::build::with_default_tag(&args.source);
+    let Some(manifest) = store.content().resolve_tag(&source)? else {
         return Err(Error::usage(
-            format!("no image tagged `{}` in the local store", args.source),
+            format!("no image tagged `{source}` in the local store"),
             Some("build it first with `envc build --tag NAME`".to_string()),
         ));
     };
     let digest = manifest.digest().to_string();
-    let destination = args.destination.as_deref().unwrap_or(&args.source);
+    let destination = args.destination.as_deref().unwrap_or(&source);
     let registry = Arc::new(RegistryClient::new(RegistryOptions {
         insecure: args.insecure_registries,
     }));

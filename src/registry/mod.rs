@@ -8,7 +8,7 @@
 mod auth;
 mod reference;
 
-pub use reference::{is_loopback_registry, ImageRef, DEFAULT_REGISTRY};
+pub use reference::{is_loopback_registry, names_registry, ImageRef, DEFAULT_REGISTRY};
 
 use std::collections::HashMap;
 use std::path::Path;

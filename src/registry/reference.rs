@@ -116,6 +116,15 @@ impl ImageRef {
     }
 }
 
+/// Tells whether `text` starts with a registry host (`host.domain`, `host:port` or
+/// `localhost`), as a reference to push to must, rather than implying Docker Hub.
+pub fn names_registry(text: &str) -> bool {
+    match text.split_once('/') {
+        Some((first, _)) => first.contains(['.', ':']) || first == "localhost",
+        None => false,
+    }
+}
+
 /// Whether `registry` (`host[:port]`) names this machine.
 pub fn is_loopback_registry(registry: &str) -> bool {
     let host = if let Some(rest) = registry.strip_prefix('[') {

@@ -207,8 +207,13 @@ impl ContentStore {
         annotations.insert(REF_NAME_ANNOTATION.to_string(), name.to_string());
         entry.set_annotations(Some(annotations));
 
+        // An untagged entry of the same image would make the layout hold it twice, and tools
+        // that pick "the only image" of a layout would then refuse it.
         self.update_index(|manifests| {
-            manifests.retain(|d| ref_name(d) != Some(name));
+            manifests.retain(|d| {
+                ref_name(d) != Some(name)
+                    && !(ref_name(d).is_none() && d.digest() == entry.digest())
+            });
             manifests.push(entry);
         })
     }
@@ -267,6 +272,7 @@ impl ContentStore {
         dir: &Path,
         tag: Option<&str>,
     ) -> Result<(), Error> {
+        let lock_existed = dir.join(INDEX_LOCK).exists();
         let target = ContentStore::open(dir, dir)?;
         let manifest_digest = manifest.digest().to_string();
         let bytes = self.read_blob(&manifest_digest)?;
@@ -276,13 +282,18 @@ impl ContentStore {
             self.copy_blob_to(&target, digest)?;
         }
         match tag {
-            Some(tag) => target.tag(tag, manifest),
+            Some(tag) => target.tag(tag, manifest)?,
             None => target.update_index(|manifests| {
                 if !manifests.iter().any(|d| d.digest() == manifest.digest()) {
                     manifests.push(manifest.clone());
                 }
-            }),
+            })?,
         }
+        // The lock file is envc's own; leave the user's layout as the OCI spec describes it.
+        if !lock_existed {
+            let _ = fs::remove_file(dir.join(INDEX_LOCK));
+        }
+        Ok(())
     }
 
     /// The manifest descriptor of the image tagged `tag` in this layout, or, without a tag,

@@ -106,12 +106,12 @@ impl LocalEngine {
                     (record.layer, true)
                 }
                 (None, Some(runc)) => {
+                    let lower_dirs = self.lower_dirs(&lowers, reporter)?;
                     reporter.report(Event::StepStarted {
                         index,
                         total,
                         feature: step.id.clone(),
                     });
-                    let lower_dirs = self.lower_dirs(&lowers, reporter)?;
                     let layer =
                         self.run_step(plan, index, step, &lower_dirs, runc, reporter, cancel)?;
                     reporter.report(Event::StepDone {
@@ -135,6 +135,22 @@ impl LocalEngine {
             });
         }
         Ok(results)
+    }
+
+    /// Checks root, runc and overlayfs when some step of `plan` has to run, so that a build
+    /// fails before it fetches anything on a machine that cannot run it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MissingPrerequisite`] naming what the machine lacks.
+    pub fn check_ready(&self, plan: &BuildPlan) -> Result<(), Error> {
+        for step in &plan.features {
+            if self.cached_record(step)?.is_none() {
+                self.check_prerequisites()?;
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 
     /// The step's record, unless caching is off for this build.
