@@ -154,6 +154,7 @@ pub async fn build(
     cancel: &Cancel,
 ) -> Result<BuildOutcome> {
     let started = Instant::now();
+    check_outputs(outputs)?;
     let store = Store::open(&options.store)?;
     let registry = options.registry();
 
@@ -166,10 +167,22 @@ pub async fn build(
     let plan = planned.plan;
     let plan_seconds = started.elapsed().as_secs_f64();
 
-    let previous = if no_cache {
-        None
-    } else {
-        store.plan_record(&plan.plan_digest)?
+    let previous = match store.plan_record(&plan.plan_digest)? {
+        Some(record)
+            if !no_cache && image_is_complete(store.content(), &record.manifest_digest) =>
+        {
+            Some(record)
+        }
+        Some(record) if !no_cache => {
+            reporter.report(Event::Warning {
+                message: format!(
+                    "a blob of image {} is missing or damaged in the store; building again",
+                    short(&record.manifest_digest)
+                ),
+            });
+            None
+        }
+        _ => None,
     };
     let mut timings = Timings {
         plan_seconds,
@@ -226,19 +239,8 @@ pub async fn build(
     } else {
         outputs.tags.iter().map(|t| with_default_tag(t)).collect()
     };
-    let manifest = manifest_descriptor(store.content(), &manifest_digest)?;
-    for tag in &tags {
-        store.content().tag(tag, &manifest)?;
-    }
-    if let Some((dir, tag)) = &outputs.layout {
-        store
-            .content()
-            .export_image(&manifest, dir, tag.as_deref())?;
-        reporter.report(Event::Info {
-            message: format!("wrote OCI layout `{}`", dir.display()),
-        });
-    }
-
+    // Pushes first, then the layout, then the local tags: a failure at any point leaves no
+    // local tag for an image that did not reach every destination.
     let push_started = Instant::now();
     let mut pushed = Vec::new();
     for destination in &outputs.push {
@@ -249,6 +251,19 @@ pub async fn build(
         pushed.push(pushed_ref);
     }
     timings.push_seconds = push_started.elapsed().as_secs_f64();
+
+    let manifest = manifest_descriptor(store.content(), &manifest_digest)?;
+    if let Some((dir, tag)) = &outputs.layout {
+        store
+            .content()
+            .export_image(&manifest, dir, tag.as_deref())?;
+        reporter.report(Event::Info {
+            message: format!("wrote OCI layout `{}`", dir.display()),
+        });
+    }
+    for tag in &tags {
+        store.content().tag(tag, &manifest)?;
+    }
     timings.total_seconds = started.elapsed().as_secs_f64();
 
     Ok(BuildOutcome {
@@ -260,6 +275,78 @@ pub async fn build(
         up_to_date,
         layers,
         timings,
+    })
+}
+
+/// Rejects tags, push destinations and an output folder that cannot work, before any build
+/// work starts.
+fn check_outputs(outputs: &Outputs) -> Result<()> {
+    for tag in &outputs.tags {
+        ImageRef::parse(&with_default_tag(tag)).map_err(|e| {
+            Error::usage(
+                format!("invalid tag `{tag}`: {e}"),
+                Some("write a tag as `name:tag` or `registry/name:tag`, in lower case".into()),
+            )
+        })?;
+    }
+    for destination in &outputs.push {
+        check_push_destination(destination)?;
+    }
+    if let Some((dir, _)) = &outputs.layout {
+        check_layout_folder(dir)?;
+    }
+    Ok(())
+}
+
+/// Accepts a missing or empty folder, or an OCI image layout, as the target of `--output`.
+fn check_layout_folder(dir: &Path) -> Result<()> {
+    let not_layout = |what: &str| {
+        Error::usage(
+            format!("`--output` folder `{}` {what}", dir.display()),
+            Some("name a new folder, an empty one, or an OCI image layout".to_string()),
+        )
+    };
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(not_layout(&format!("cannot be read: {e}"))),
+        Ok(meta) if !meta.is_dir() => Err(not_layout("is not a folder")),
+        Ok(_) => {
+            let empty = std::fs::read_dir(dir)
+                .map(|mut entries| entries.next().is_none())
+                .unwrap_or(false);
+            if empty || dir.join("oci-layout").is_file() {
+                Ok(())
+            } else {
+                Err(not_layout(
+                    "is not an OCI image layout (it has no `oci-layout` file)",
+                ))
+            }
+        }
+    }
+}
+
+/// Tells whether the manifest, config and layers of an image are all in the store with the
+/// sizes the manifest gives.
+fn image_is_complete(content: &crate::store::ContentStore, manifest_digest: &str) -> bool {
+    let Ok(bytes) = content.read_blob(manifest_digest) else {
+        return false;
+    };
+    let Ok(manifest) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return false;
+    };
+    let config = manifest.get("config").into_iter();
+    let layers = manifest
+        .get("layers")
+        .and_then(|l| l.as_array())
+        .into_iter()
+        .flatten();
+    config.chain(layers).all(|descriptor| {
+        let digest = descriptor.get("digest").and_then(|d| d.as_str());
+        let size = descriptor.get("size").and_then(|s| s.as_u64());
+        match (digest, size) {
+            (Some(digest), Some(size)) => content.has_blob_of_size(digest, size),
+            _ => false,
+        }
     })
 }
 
@@ -399,15 +486,7 @@ pub async fn push_image(
     manifest_digest: &str,
     destination: &str,
 ) -> Result<String> {
-    if !crate::registry::names_registry(destination) {
-        return Err(Error::usage(
-            format!("`{destination}` names no registry to push to"),
-            Some(format!(
-                "write the registry host in full, such as `127.0.0.1:5000/{destination}`; \
-                 envc never pushes to Docker Hub implicitly (write `docker.io/...` for it)"
-            )),
-        ));
-    }
+    check_push_destination(destination)?;
     let target = ImageRef::parse(destination)?;
     let content = store.content();
     let manifest_bytes = content.read_blob(manifest_digest)?;
@@ -445,6 +524,21 @@ pub async fn push_image(
         .push_manifest(&target, &manifest_bytes, &media_type)
         .await?;
     Ok(format!("{target}@{digest}"))
+}
+
+/// Rejects a push destination that names no registry or is not a valid reference.
+fn check_push_destination(destination: &str) -> Result<()> {
+    if !crate::registry::names_registry(destination) {
+        return Err(Error::usage(
+            format!("`{destination}` names no registry to push to"),
+            Some(format!(
+                "write the registry host in full, such as `127.0.0.1:5000/{destination}`; \
+                 envc never pushes to Docker Hub implicitly (write `docker.io/...` for it)"
+            )),
+        ));
+    }
+    ImageRef::parse(destination)?;
+    Ok(())
 }
 
 /// Writes the image config and manifest of `plan` with the layers the engine built.

@@ -1,3 +1,5 @@
+use std::io::IsTerminal;
+
 use clap::Parser;
 
 use envc::cli::Cli;
@@ -12,8 +14,10 @@ fn main() {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ENVC_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(color)
         .with_writer(std::io::stderr)
         .with_target(false)
         .without_time()

@@ -83,6 +83,13 @@ pub enum Error {
     /// Downloading a tarball Feature failed.
     #[error("failed to download Feature `{url}`: {message}")]
     Download { url: String, message: String },
+
+    /// Another error, with the devcontainer.json location of the Feature it concerns.
+    #[error("{location}: {inner}")]
+    At {
+        location: Location,
+        inner: Box<Error>,
+    },
 }
 
 fn at(location: &Option<Location>) -> String {
@@ -104,6 +111,7 @@ impl Error {
             | Error::Artifact { .. } => true,
             Error::Registry { source, .. } => source.is_invalid_input(),
             Error::Io { .. } | Error::Download { .. } => false,
+            Error::At { inner, .. } => inner.is_invalid_input(),
         }
     }
 
@@ -124,9 +132,28 @@ impl Error {
                 Some("check the reference, that the registry is reachable, and `docker login`".into())
             }),
             Error::Io { .. } => None,
+            Error::At { inner, .. } => inner.hint(),
             Error::Download { .. } => {
                 Some("check the URL and the network; the file must be a Feature archive".into())
             }
+        }
+    }
+
+    /// Adds `location` to an error that names no devcontainer.json location of its own.
+    pub(crate) fn located(self, location: Option<&Location>) -> Error {
+        let has_location = match &self {
+            Error::Reference { location, .. }
+            | Error::Option { location, .. }
+            | Error::Registry { location, .. } => location.is_some(),
+            Error::At { .. } => true,
+            _ => false,
+        };
+        match location {
+            Some(location) if !has_location => Error::At {
+                location: location.clone(),
+                inner: Box::new(self),
+            },
+            _ => self,
         }
     }
 

@@ -36,18 +36,25 @@ pub async fn fetch(
     cache_dir: &Path,
     location: Option<&Location>,
 ) -> Result<FetchedFeature, Error> {
-    match &reference.source {
+    let fetched = match &reference.source {
         FeatureSource::Local { path } => fetch_local(reference, path),
         FeatureSource::Oci(image) => {
             fetch_oci(reference, image, registry, cache_dir, location).await
         }
-        FeatureSource::Tarball { url } => {
-            let archive = download(url).await?;
-            let digest = sha256(&archive);
-            let dir = store_unpacked(cache_dir, &digest, &archive, &reference.written)?;
-            finish(reference, dir, digest, None)
-        }
-    }
+        FeatureSource::Tarball { url } => fetch_tarball(reference, url, cache_dir).await,
+    };
+    fetched.map_err(|e| e.located(location))
+}
+
+async fn fetch_tarball(
+    reference: &FeatureRef,
+    url: &str,
+    cache_dir: &Path,
+) -> Result<FetchedFeature, Error> {
+    let archive = download(url).await?;
+    let digest = sha256(&archive);
+    let dir = store_unpacked(cache_dir, &digest, &archive, &reference.written)?;
+    finish(reference, dir, digest, None)
 }
 
 /// Uses the local Feature folder `dir` in place.

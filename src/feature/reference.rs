@@ -226,6 +226,22 @@ fn parse_local(
             "local Features must be folders under `.devcontainer/`; move the Feature there".into(),
         ));
     }
+    // A symbolic link inside `.devcontainer/` must not lead out of it either, because the
+    // folder it names is mounted into the build.
+    if let (Ok(real), Ok(real_root)) = (path.canonicalize(), root.canonicalize()) {
+        if !real.starts_with(&real_root) || real == real_root {
+            return Err((
+                format!(
+                    "it resolves through a symbolic link to `{}`, which is not inside `{}`",
+                    real.display(),
+                    real_root.display()
+                ),
+                "local Features must be folders under `.devcontainer/`; move the Feature there \
+                 instead of linking to it"
+                    .into(),
+            ));
+        }
+    }
     Ok(FeatureSource::Local { path })
 }
 

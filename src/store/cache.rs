@@ -18,10 +18,14 @@ pub struct PlanRecord {
 }
 
 impl Store {
-    /// The record of the step with `cache_key`, if one was written and its blob is present.
+    /// The record of the step with `cache_key`, if one was written and its blob is present
+    /// with the recorded size.
     pub fn step_record(&self, cache_key: &str) -> Result<Option<StepRecord>, Error> {
         let record: Option<StepRecord> = read_record(&self.record_path("steps", cache_key))?;
-        Ok(record.filter(|r| self.content().has_blob(&r.layer.digest)))
+        Ok(record.filter(|r| {
+            self.content()
+                .has_blob_of_size(&r.layer.digest, r.layer.size)
+        }))
     }
 
     /// Stores the record of a finished step. Call only once its layer blob is in the store.

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -122,13 +123,32 @@ impl ContentStore {
         digest: &str,
     ) -> Result<PathBuf, Error> {
         let dest = self.blob_path(digest);
-        if dest.is_file() {
+        let new_size = tmp.as_file().metadata().map(|m| m.len()).ok();
+        let old_size = fs::metadata(&dest)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len());
+        if old_size.is_some() && old_size == new_size {
             // Same digest, same bytes: the copy already there wins.
             return Ok(dest);
         }
+        if old_size.is_some() {
+            tracing::warn!("replacing damaged blob `{digest}` in the store");
+        }
+        // Blobs are content, not secrets: readable by everyone, like a registry serves them.
+        let mode = fs::Permissions::from_mode(0o644);
+        fs::set_permissions(tmp.path(), mode).map_err(Error::io("set mode of", tmp.path()))?;
         tmp.persist(&dest)
             .map_err(|e| Error::io("store blob", &dest)(e.error))?;
         Ok(dest)
+    }
+
+    /// Tells whether blob `digest` is in the store with `size` bytes. A size check catches a
+    /// truncated or partly written blob without hashing it.
+    pub fn has_blob_of_size(&self, digest: &str, size: u64) -> bool {
+        fs::metadata(self.blob_path(digest))
+            .map(|m| m.is_file() && m.len() == size)
+            .unwrap_or(false)
     }
 
     /// Hashes a finished temporary file and moves it into place when it matches `digest`.

@@ -397,7 +397,7 @@ mod tests {
         };
         std::fs::create_dir_all(store.content().blob_path(&layer.digest).parent().unwrap())
             .unwrap();
-        std::fs::write(store.content().blob_path(&layer.digest), "blob").unwrap();
+        std::fs::write(store.content().blob_path(&layer.digest), "blob!").unwrap();
         let mut plan = test_plan();
         plan.features.push(test_step("hello", "sha256:1111"));
         store
