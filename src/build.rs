@@ -51,6 +51,8 @@ pub struct Planned {
     pub config: Config,
     pub plan: BuildPlan,
     pub order: Vec<crate::graph::Placement>,
+    /// How each Feature instance is named in messages, index for index with `order`.
+    pub labels: Vec<String>,
     /// Problems that did not stop planning, such as an `installsAfter` cycle that was broken.
     pub warnings: Vec<String>,
 }
@@ -70,6 +72,7 @@ pub async fn make_plan(
     let ordered =
         crate::graph::install_order_explained(resolution, &config.override_install_order)?;
     let features = ordered.instances;
+    let labels = features.iter().map(crate::graph::label).collect();
     let order = ordered.placements;
     let warnings = ordered.warnings;
 
@@ -92,6 +95,7 @@ pub async fn make_plan(
         config,
         plan,
         order,
+        labels,
         warnings,
     })
 }

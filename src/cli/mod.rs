@@ -138,6 +138,11 @@ pub struct PlanArgs {
     /// Print the plan as JSON.
     #[arg(long)]
     pub json: bool,
+
+    /// Say why each Feature is where it is: its round, its override priority and the
+    /// `dependsOn`, `installsAfter` or priority that placed it.
+    #[arg(long)]
+    pub explain: bool,
 }
 
 #[derive(Debug, Args)]
