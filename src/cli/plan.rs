@@ -55,11 +55,12 @@ pub async fn run(args: PlanArgs, reporter: Arc<dyn Reporter>) -> Result<()> {
         for (name, value) in &step.options {
             println!("      {name} = {}", value.to_env_string());
         }
-        if let (true, Some(placement)) = (args.explain, planned.order.get(index)) {
-            println!("      why: {}", why(placement));
-        }
     }
     println!("plan      {}", plan.plan_digest);
+    if args.explain {
+        println!("\ninstall order, and why:");
+        print!("{}", explanation(&planned.labels, &planned.order));
+    }
     Ok(())
 }
 
