@@ -1019,7 +1019,7 @@ mod tests {
     async fn option_errors_point_at_the_depends_on_entry() {
         let project = Project::new();
         project
-            .feature("a", json!({"dependsOn": {"./c": {"nope": "1"}}}))
+            .feature("a", json!({"dependsOn": {"./c": {"flag": "maybe"}}}))
             .feature("c", json!({}));
         let config = project.config(&[("./a", json!({}))], &[]);
         let registry = RegistryClient::new(RegistryOptions::default());
@@ -1029,7 +1029,7 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("a/devcontainer-feature.json:1:"), "{text}");
         assert!(
-            text.contains("Feature `./c`, option `nope`: unknown option"),
+            text.contains("Feature `./c`, option `flag`: value `maybe` is not a boolean"),
             "{text}"
         );
     }
