@@ -120,7 +120,8 @@ fn lock_pins_versions_and_frozen_names_what_changed() {
     }});
     assert_eq!(lock, expected);
     let text = std::fs::read_to_string(&lock_path).unwrap();
-    assert!(text.ends_with("}\n") && text.contains("\n  \"features\": {\n    \""));
+    assert!(text.ends_with("}\n"), "{text}");
+    assert!(text.contains("\n  \"features\": {\n    \""), "{text}");
     assert!(envc(&store, &["lock", "--frozen", path]).status.success());
 
     // A newer `1` is published: the lockfile keeps the build on 1.2.0 until `envc lock`.

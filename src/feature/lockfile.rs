@@ -2,7 +2,7 @@
 //! CLI's format.
 //!
 //! The file sits beside the config: `.devcontainer-lock.json` for a config file whose name
-//! starts with `.`, `devcontainer-lock.json` otherwise. It holds one record per Feature key as
+//! starts with `.`, `devcontainer-lock.json` otherwise. It contains one record per Feature key as
 //! written (a devcontainer.json key or a `dependsOn` key): the Feature's `version`, what it
 //! `resolved` to (`registry/path@sha256:...` or the tarball URL), its `integrity` (the manifest
 //! digest for OCI, the archive's sha256 for tarballs) and its `dependsOn` keys. Local Features
@@ -56,7 +56,7 @@ struct Document {
     features: BTreeMap<String, LockedFeature>,
 }
 
-/// What reading a lockfile found.
+/// The result of reading a lockfile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found {
     /// No file.
@@ -186,7 +186,7 @@ impl Lockfile {
     }
 }
 
-/// What [`write_or_check`] did.
+/// The action [`write_or_check`] took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// The file already held exactly this lock.
@@ -194,8 +194,8 @@ pub enum Outcome {
     Written,
 }
 
-/// Writes `lock` to `path` unless the file already holds it, or with `frozen`, fails when it
-/// does not.
+/// Writes `lock` to `path` unless the file already contains it. With `frozen`, fails instead of
+/// writing when the file differs.
 ///
 /// # Errors
 ///
