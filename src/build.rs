@@ -36,6 +36,22 @@ pub struct ProjectOptions {
     pub compression: Compression,
     /// `SOURCE_DATE_EPOCH` as the user set it, if they did.
     pub source_date_epoch: Option<i64>,
+    /// Whether to read, write or only check `devcontainer-lock.json`.
+    pub lockfile: LockMode,
+}
+
+/// How a build uses the lockfile beside devcontainer.json.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LockMode {
+    /// Pin Features by the lockfile when there is one; write it after resolving.
+    #[default]
+    Write,
+    /// Pin by the lockfile and fail when resolving would change it.
+    Frozen,
+    /// Resolve afresh, ignoring the lockfile's pins, and write it (`envc lock`).
+    Refresh,
+    /// Neither read nor write it.
+    Off,
 }
 
 impl ProjectOptions {
@@ -51,6 +67,8 @@ pub struct Planned {
     pub config: Config,
     pub plan: BuildPlan,
     pub order: Vec<crate::graph::Placement>,
+    /// How each Feature instance is named in messages, index for index with `order`.
+    pub labels: Vec<String>,
     /// Problems that did not stop planning, such as an `installsAfter` cycle that was broken.
     pub warnings: Vec<String>,
 }
@@ -66,10 +84,11 @@ pub async fn make_plan(
     let config = config::load(&file, &|name| std::env::var(name).ok())?;
 
     let feature_cache = store.root().join("features");
-    let resolution = crate::feature::resolve_features(&config, registry, &feature_cache).await?;
+    let resolution = resolve_locked(&config, registry, &feature_cache, options.lockfile).await?;
     let ordered =
         crate::graph::install_order_explained(resolution, &config.override_install_order)?;
     let features = ordered.instances;
+    let labels = features.iter().map(crate::graph::label).collect();
     let order = ordered.placements;
     let warnings = ordered.warnings;
 
@@ -92,8 +111,40 @@ pub async fn make_plan(
         config,
         plan,
         order,
+        labels,
         warnings,
     })
+}
+
+/// Resolves the config's Features pinned by its lockfile, then writes or checks the lockfile
+/// as `mode` says. A config without Features has no lockfile, as with the reference CLI.
+///
+/// # Errors
+///
+/// Resolution errors; [`crate::feature::Error::Frozen`] when `mode` is frozen and the lockfile
+/// would change.
+pub async fn resolve_locked(
+    config: &Config,
+    registry: &RegistryClient,
+    feature_cache: &Path,
+    mode: LockMode,
+) -> Result<crate::feature::Resolution> {
+    use crate::feature::lockfile;
+
+    let path = lockfile::path_for(&config.file);
+    let found = match mode {
+        LockMode::Off | LockMode::Refresh => lockfile::Found::Missing,
+        LockMode::Write | LockMode::Frozen => lockfile::read(&path)?,
+    };
+    let resolution =
+        crate::feature::resolve_features_locked(config, registry, feature_cache, found.lock())
+            .await?;
+    if mode != LockMode::Off && !config.features.is_empty() {
+        let lock = lockfile::Lockfile::generate(&resolution.instances);
+        let outcome = lockfile::write_or_check(&path, &lock, mode == LockMode::Frozen)?;
+        tracing::debug!(path = %path.display(), ?outcome, "lockfile");
+    }
+    Ok(resolution)
 }
 
 /// Destinations of a built image.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{BuildArgs, ProjectArgs};
-use crate::build::{self, Outputs, ProjectOptions};
+use crate::build::{self, LockMode, Outputs, ProjectOptions};
 use crate::engine::Cancel;
 use crate::progress::Reporter;
 use crate::{Error, Result};
@@ -71,6 +71,11 @@ pub(super) fn project_options(args: &ProjectArgs) -> Result<ProjectOptions> {
         network: args.network,
         compression: args.compression.into(),
         source_date_epoch,
+        lockfile: match (args.no_lockfile, args.frozen_lockfile) {
+            (true, _) => LockMode::Off,
+            (false, true) => LockMode::Frozen,
+            (false, false) => LockMode::Write,
+        },
     })
 }
 

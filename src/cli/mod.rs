@@ -1,6 +1,7 @@
 //! Command-line definitions. Each subcommand's behaviour lives in its own file.
 
 mod build;
+mod lock;
 mod plan;
 mod push;
 pub mod render;
@@ -37,6 +38,9 @@ pub enum Command {
     Plan(PlanArgs),
     /// Push an image from the local store to a registry.
     Push(PushArgs),
+    /// Resolve the Features afresh and write `devcontainer-lock.json`, or check it with
+    /// `--frozen`.
+    Lock(LockArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -77,6 +81,14 @@ pub struct ProjectArgs {
     /// Layer compression.
     #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]
     pub compression: CompressionArg,
+
+    /// Neither read nor write `devcontainer-lock.json`.
+    #[arg(long, conflicts_with = "frozen_lockfile")]
+    pub no_lockfile: bool,
+
+    /// Fail when `devcontainer-lock.json` is missing or resolving would change it.
+    #[arg(long)]
+    pub frozen_lockfile: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -138,6 +150,34 @@ pub struct PlanArgs {
     /// Print the plan as JSON.
     #[arg(long)]
     pub json: bool,
+
+    /// Say why each Feature is where it is: its round, its override priority and the
+    /// `dependsOn`, `installsAfter` or priority that placed it.
+    #[arg(long)]
+    pub explain: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// The project folder: the one that holds `.devcontainer/` or `.devcontainer.json`.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+
+    /// The devcontainer.json to use, when not the one found under PATH.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+
+    /// The local store folder, which caches fetched Features.
+    #[arg(long, env = "ENVC_STORE")]
+    pub store: Option<PathBuf>,
+
+    /// A registry (`host[:port]`) to reach over plain HTTP. Loopback registries always are.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
+
+    /// Check the lockfile instead of writing it: fail (exit 2) when it would change.
+    #[arg(long)]
+    pub frozen: bool,
 }
 
 #[derive(Debug, Args)]
@@ -168,5 +208,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Build(args) => build::run(args, reporter).await,
         Command::Plan(args) => plan::run(args, reporter).await,
         Command::Push(args) => push::run(args, reporter).await,
+        Command::Lock(args) => lock::run(args, reporter).await,
     }
 }

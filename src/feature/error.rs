@@ -80,6 +80,33 @@ pub enum Error {
         hint: Option<String>,
     },
 
+    /// Content whose digest differs from the one the lockfile or the reference pins.
+    #[error("Feature `{feature}`: integrity mismatch: expected `{expected}`, actual `{actual}`")]
+    Integrity {
+        feature: String,
+        expected: String,
+        actual: String,
+    },
+
+    /// A lockfile that cannot be read or parsed.
+    #[error("lockfile `{}`: {message}", .path.display())]
+    Lockfile {
+        path: PathBuf,
+        message: String,
+        hint: Option<String>,
+    },
+
+    /// `--frozen-lockfile` and the lockfile would change.
+    #[error(
+        "lockfile `{}` does not match the resolved Features:\n{}",
+        .path.display(),
+        .differences.iter().map(|d| format!("  - {d}")).collect::<Vec<_>>().join("\n")
+    )]
+    Frozen {
+        path: PathBuf,
+        differences: Vec<String>,
+    },
+
     /// Downloading a tarball Feature failed.
     #[error("failed to download Feature `{url}`: {message}")]
     Download { url: String, message: String },
@@ -108,7 +135,10 @@ impl Error {
             | Error::Option { .. }
             | Error::MissingFile { .. }
             | Error::UnsafeArchive { .. }
-            | Error::Artifact { .. } => true,
+            | Error::Artifact { .. }
+            | Error::Lockfile { .. }
+            | Error::Frozen { .. } => true,
+            Error::Integrity { .. } => false,
             Error::Registry { source, .. } => source.is_invalid_input(),
             Error::Io { .. } | Error::Download { .. } => false,
             Error::At { inner, .. } => inner.is_invalid_input(),
@@ -121,7 +151,18 @@ impl Error {
             | Error::Reference { hint, .. }
             | Error::Metadata { hint, .. }
             | Error::Option { hint, .. }
-            | Error::Artifact { hint, .. } => hint.clone(),
+            | Error::Artifact { hint, .. }
+            | Error::Lockfile { hint, .. } => hint.clone(),
+            Error::Integrity { .. } => Some(
+                "the content changed since it was locked; if the change is expected, run \
+                 `envc lock` to record the new digest, otherwise find out who changed it"
+                    .into(),
+            ),
+            Error::Frozen { .. } => Some(
+                "run `envc lock` (or build without `--frozen-lockfile`) to update the lockfile, \
+                 and commit it"
+                    .into(),
+            ),
             Error::MissingFile { file, .. } => {
                 Some(format!("a Feature folder needs `devcontainer-feature.json` and `install.sh`; add `{file}` or fix the reference"))
             }

@@ -15,8 +15,10 @@ use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::lockfile::LockedFeature;
 use super::metadata::{read_metadata, INSTALL_SCRIPT};
 use super::reference::normalize;
+use super::tags::{registry_tag, select_tag};
 use super::{Error, FeatureRef, FeatureSource, FetchedFeature};
 use crate::config::Location;
 use crate::registry::{ImageRef, RegistryClient};
@@ -36,12 +38,45 @@ pub async fn fetch(
     cache_dir: &Path,
     location: Option<&Location>,
 ) -> Result<FetchedFeature, Error> {
+    fetch_locked(reference, registry, cache_dir, location, None).await
+}
+
+/// Like [`fetch`], pinned by a lockfile record: an OCI Feature is fetched by the locked
+/// manifest digest, and a tarball must hash to the locked integrity.
+///
+/// # Errors
+///
+/// As [`fetch`]; [`Error::Integrity`] when content differs from the locked digest.
+pub async fn fetch_locked(
+    reference: &FeatureRef,
+    registry: &RegistryClient,
+    cache_dir: &Path,
+    location: Option<&Location>,
+    locked: Option<&LockedFeature>,
+) -> Result<FetchedFeature, Error> {
     let fetched = match &reference.source {
         FeatureSource::Local { path } => fetch_local(reference, path),
         FeatureSource::Oci(image) => {
-            fetch_oci(reference, image, registry, cache_dir, location).await
+            let pinned = match locked {
+                Some(locked) => {
+                    if digest_hex(&locked.integrity).is_none() {
+                        return Err(Error::Artifact {
+                            reference: reference.written.clone(),
+                            message: format!(
+                                "the lockfile's integrity `{}` is not a sha256 digest",
+                                locked.integrity
+                            ),
+                            hint: Some("run `envc lock` to write the lockfile again".into()),
+                        });
+                    }
+                    tracing::debug!(feature = %reference.written, digest = %locked.integrity, "pinned by the lockfile");
+                    image.with_digest(&locked.integrity)
+                }
+                None => image.clone(),
+            };
+            fetch_oci(reference, &pinned, registry, cache_dir, location).await
         }
-        FeatureSource::Tarball { url } => fetch_tarball(reference, url, cache_dir).await,
+        FeatureSource::Tarball { url } => fetch_tarball(reference, url, cache_dir, locked).await,
     };
     fetched.map_err(|e| e.located(location))
 }
@@ -50,11 +85,29 @@ async fn fetch_tarball(
     reference: &FeatureRef,
     url: &str,
     cache_dir: &Path,
+    locked: Option<&LockedFeature>,
 ) -> Result<FetchedFeature, Error> {
     let archive = download(url).await?;
     let digest = sha256(&archive);
+    check_integrity(reference, locked, &digest)?;
     let dir = store_unpacked(cache_dir, &digest, &archive, &reference.written)?;
     finish(reference, dir, digest, None)
+}
+
+/// Fails when `actual` is not the digest `locked` records.
+fn check_integrity(
+    reference: &FeatureRef,
+    locked: Option<&LockedFeature>,
+    actual: &str,
+) -> Result<(), Error> {
+    match locked {
+        Some(locked) if locked.integrity != actual => Err(Error::Integrity {
+            feature: reference.written.clone(),
+            expected: locked.integrity.clone(),
+            actual: actual.to_string(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Uses the local Feature folder `dir` in place.
@@ -119,22 +172,14 @@ async fn fetch_oci(
         }
     }
 
-    let registry_error = |source| Error::Registry {
-        reference: reference.written.clone(),
-        location: location.cloned(),
-        source,
-    };
-    let manifest = registry
-        .fetch_manifest(image)
-        .await
-        .map_err(registry_error)?;
+    let manifest = fetch_feature_manifest(reference, image, registry, location).await?;
     let dir = cache_entry(cache_dir, &manifest.digest, &reference.written)?;
     if !dir.is_dir() {
         let layer = feature_layer(&reference.written, &manifest.bytes)?;
         let blob = registry
             .fetch_blob(image, &layer)
             .await
-            .map_err(registry_error)?;
+            .map_err(|source| registry_error(reference, location, source))?;
         let actual = sha256(&blob);
         if actual != layer {
             return Err(Error::Artifact {
@@ -151,6 +196,91 @@ async fn fetch_oci(
         manifest.digest.clone(),
         pinned(&manifest.digest),
     )
+}
+
+/// The manifest `image` names: by digest when pinned; else by the tag as written, and when the
+/// registry has no such tag, by the tag [`select_tag`] picks from the repository's tag list.
+async fn fetch_feature_manifest(
+    reference: &FeatureRef,
+    image: &ImageRef,
+    registry: &RegistryClient,
+    location: Option<&Location>,
+) -> Result<crate::registry::FetchedManifest, Error> {
+    let wanted = image.tag.clone().unwrap_or_else(|| "latest".to_string());
+    let direct = if image.digest.is_some() {
+        registry.fetch_manifest(image).await
+    } else if wanted.contains('+') {
+        registry
+            .fetch_manifest(&image.with_tag(&registry_tag(&wanted)))
+            .await
+    } else {
+        registry.fetch_manifest(image).await
+    };
+    let not_found = match direct {
+        Ok(manifest) => return Ok(manifest),
+        Err(crate::registry::Error::DigestMismatch {
+            expected, actual, ..
+        }) => {
+            return Err(Error::Integrity {
+                feature: reference.written.clone(),
+                expected,
+                actual,
+            })
+        }
+        Err(error @ crate::registry::Error::NotFound { .. }) if image.digest.is_none() => error,
+        Err(error) => return Err(registry_error(reference, location, error)),
+    };
+
+    let tags = match registry.list_tags(image).await {
+        Ok(tags) => tags,
+        Err(_) => return Err(registry_error(reference, location, not_found)),
+    };
+    let Some(tag) = select_tag(&wanted, &tags) else {
+        let mut versions: Vec<&String> = tags
+            .iter()
+            .filter(|t| semver::Version::parse(&t.replacen('_', "+", 1)).is_ok())
+            .collect();
+        versions.sort();
+        let listed = if versions.is_empty() {
+            "no versions".to_string()
+        } else {
+            versions
+                .iter()
+                .map(|v| format!("`{v}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(Error::Reference {
+            reference: reference.written.clone(),
+            location: location.cloned(),
+            reason: format!(
+                "no tag of `{}/{}` matches `{wanted}` (the registry has {listed})",
+                image.registry, image.repository
+            ),
+            hint: Some(
+                "write an existing version, a major (`:1`) or major.minor (`:1.2`) version, or \
+                 `latest`"
+                    .into(),
+            ),
+        });
+    };
+    tracing::debug!(feature = %reference.written, %tag, "resolved the tag from the tag list");
+    registry
+        .fetch_manifest(&image.with_tag(&tag))
+        .await
+        .map_err(|source| registry_error(reference, location, source))
+}
+
+fn registry_error(
+    reference: &FeatureRef,
+    location: Option<&Location>,
+    source: crate::registry::Error,
+) -> Error {
+    Error::Registry {
+        reference: reference.written.clone(),
+        location: location.cloned(),
+        source,
+    }
 }
 
 /// The digest of the Feature layer in an OCI manifest.
@@ -813,6 +943,47 @@ mod tests {
             err.to_string().contains("failed to download Feature"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_tarball_must_match_its_locked_integrity() {
+        let archive = gzip(&feature_tar());
+        let url = serve(archive.clone(), "200 OK").await;
+        let tmp = tempfile::tempdir().unwrap();
+        let reference = FeatureRef {
+            written: url.clone(),
+            source: FeatureSource::Tarball { url: url.clone() },
+        };
+        let registry = RegistryClient::new(Default::default());
+        let expected = format!("sha256:{}", "e".repeat(64));
+        let locked = LockedFeature {
+            version: "1.0.0".into(),
+            resolved: url.clone(),
+            integrity: expected.clone(),
+            depends_on: None,
+        };
+        let err = fetch_locked(&reference, &registry, tmp.path(), None, Some(&locked))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "Feature `{url}`: integrity mismatch: expected `{expected}`, actual `{}`",
+                sha256(&archive)
+            )
+        );
+        let hint = err.hint().unwrap();
+        assert!(!hint.contains("login"), "{hint}");
+        assert!(!tmp.path().join("features").exists(), "nothing unpacked");
+
+        let locked = LockedFeature {
+            integrity: sha256(&archive),
+            ..locked
+        };
+        let fetched = fetch_locked(&reference, &registry, tmp.path(), None, Some(&locked))
+            .await
+            .unwrap();
+        assert_eq!(fetched.content_digest, sha256(&archive));
     }
 
     /// A registry on 127.0.0.1 that serves one Feature artifact under `team/color:1`.

@@ -7,15 +7,20 @@
 
 mod error;
 pub mod fetch;
+pub mod lockfile;
 pub mod metadata;
 pub mod options;
 pub mod reference;
 mod resolve;
+pub mod tags;
 
 pub use error::Error;
+pub use lockfile::{LockedFeature, Lockfile};
 pub use metadata::{FeatureMetadata, OptionSpec};
 pub use reference::{FeatureRef, FeatureSource};
-pub use resolve::{resolve_features, satisfies_soft, Resolution, SoftDependency};
+pub use resolve::{
+    resolve_features, resolve_features_locked, satisfies_soft, Resolution, SoftDependency,
+};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

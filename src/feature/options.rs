@@ -92,8 +92,8 @@ pub fn from_json(
 ///
 /// # Errors
 ///
-/// [`Error::Option`] for an unknown option, a value of the wrong type, or a value outside
-/// `enum`.
+/// [`Error::Option`] for a value of the wrong type or a value outside `enum`. An option the
+/// Feature does not declare is kept as written, with a warning, as the reference CLI keeps it.
 pub fn resolve(
     feature: &str,
     metadata: &FeatureMetadata,
@@ -119,11 +119,17 @@ pub fn resolve(
             message,
             hint: Some(hint),
         };
+        // The reference CLI passes an undeclared option through to the install script
+        // unchecked; so does envc, with a warning.
         let Some(spec) = metadata.option(&option.id) else {
-            return Err(fail(
-                "unknown option".into(),
-                format!("the Feature declares {}", declared(metadata)),
-            ));
+            tracing::warn!(
+                "Feature `{feature}` declares no option `{}` (it declares {}); passing it to \
+                 the install script as written",
+                option.id,
+                declared(metadata)
+            );
+            resolved.insert(option.id.clone(), option.value.clone());
+            continue;
         };
         match (spec, &option.value) {
             (OptionSpec::Boolean { .. }, OptionValue::Bool(_)) => {}
@@ -293,14 +299,15 @@ mod tests {
     }
 
     #[test]
+    fn an_undeclared_option_is_passed_through_as_written() {
+        let resolved = resolve("demo", &metadata(), &[user("username", s("root"))]).unwrap();
+        assert_eq!(resolved["username"], s("root"));
+        assert_eq!(resolved["flavor"], s("minimal"));
+    }
+
+    #[test]
     fn rejected_values_name_feature_option_value_and_allowed_ones() {
         let cases = [
-            (
-                "nope",
-                s("1"),
-                "option `nope`: unknown option",
-                "`version`, `flavor`, `installZsh`, `motd`",
-            ),
             (
                 "installZsh",
                 s("yes"),

@@ -286,7 +286,8 @@ fn is_tag(tag: &str) -> bool {
         .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
     first_ok
         && tag.len() <= 128
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        // `+` (semver build metadata) is accepted here and asked for as `_`.
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'))
 }
 
 /// A path component as the reference CLI accepts it: `[a-z0-9]+([._-][a-z0-9]+)*`.

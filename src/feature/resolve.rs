@@ -11,7 +11,8 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use super::fetch::fetch;
+use super::fetch::fetch_locked;
+use super::lockfile::Lockfile;
 use super::options::{self, UserOption};
 use super::reference::{FOLDED_IDS, LEGACY_NAMESPACE};
 use super::{Error, FeatureInstance, FeatureRef, FeatureSource, FetchedFeature, Origin};
@@ -68,6 +69,21 @@ pub async fn resolve_features(
     registry: &RegistryClient,
     cache_dir: &std::path::Path,
 ) -> Result<Resolution, Error> {
+    resolve_features_locked(config, registry, cache_dir, None).await
+}
+
+/// Like [`resolve_features`], with each OCI and tarball Feature pinned by its record in
+/// `lock` (by the key as written) when it has one.
+///
+/// # Errors
+///
+/// As [`resolve_features`]; [`Error::Integrity`] when fetched content differs from its record.
+pub async fn resolve_features_locked(
+    config: &Config,
+    registry: &RegistryClient,
+    cache_dir: &std::path::Path,
+    lock: Option<&Lockfile>,
+) -> Result<Resolution, Error> {
     let devcontainer_dir = config.workspace.join(".devcontainer");
     let parse = |written: &str, location: &Location| {
         FeatureRef::parse_in(
@@ -112,8 +128,10 @@ pub async fn resolve_features(
             Some(feature) => Arc::clone(feature),
             None => {
                 let location = pending.origin.location();
+                let locked = lock.and_then(|lock| lock.get(&pending.reference.written));
                 let feature =
-                    Arc::new(fetch(&pending.reference, registry, cache_dir, location).await?);
+                    fetch_locked(&pending.reference, registry, cache_dir, location, locked);
+                let feature = Arc::new(feature.await?);
                 fetched.insert(pending.reference.source.clone(), Arc::clone(&feature));
                 feature
             }

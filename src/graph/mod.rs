@@ -1019,7 +1019,7 @@ mod tests {
     async fn option_errors_point_at_the_depends_on_entry() {
         let project = Project::new();
         project
-            .feature("a", json!({"dependsOn": {"./c": {"nope": "1"}}}))
+            .feature("a", json!({"dependsOn": {"./c": {"flag": "maybe"}}}))
             .feature("c", json!({}));
         let config = project.config(&[("./a", json!({}))], &[]);
         let registry = RegistryClient::new(RegistryOptions::default());
@@ -1029,7 +1029,7 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("a/devcontainer-feature.json:1:"), "{text}");
         assert!(
-            text.contains("Feature `./c`, option `nope`: unknown option"),
+            text.contains("Feature `./c`, option `flag`: value `maybe` is not a boolean"),
             "{text}"
         );
     }
@@ -1518,5 +1518,133 @@ mod tests {
                 r#"ghcr.io/o/f/y {"v":"2"}"#,
             ]
         );
+    }
+
+    /// The instances of `graph` that satisfy an `installsAfter` entry written as `written`.
+    fn satisfying(graph: &Oci, written: &str) -> Vec<usize> {
+        let location = at(Path::new("/w/.devcontainer/devcontainer.json"), 1);
+        let reference =
+            FeatureRef::parse(written, Path::new("/w/.devcontainer"), &location).unwrap();
+        (0..graph.instances.len())
+            .filter(|&i| crate::feature::satisfies_soft(&graph.instances[i], &reference, true))
+            .collect()
+    }
+
+    /// The reference's "valid 3 overrides with mixed v2 Feature types": two local Features,
+    /// a tarball and two OCI `python` Features, three of them named by overrides.
+    #[test]
+    fn three_overrides_with_mixed_v2_feature_types() {
+        let tgz = "https://github.com/codspace/features/releases/download/tarball02/\
+                   devcontainer-feature-docker-in-docker.tgz";
+        let pinned = "ghcr.io/devcontainers/features/python@sha256:\
+                      675f3c93e52fa4b205827e3aae744905ae67951f70e3ec2611f766304b31f4a2";
+        let mut graph = Oci::new();
+        graph.add(pinned, json!({"version": "none"}), &[]);
+        graph.add(
+            "ghcr.io/codspace/features/python:1",
+            json!({"version": "none"}),
+            &[],
+        );
+        graph.add("./localFeatureA", json!({"greeting": "buongiorno"}), &[]);
+        graph.add("./localFeatureB", json!({"greeting": "buongiorno"}), &[]);
+        graph.add(tgz, json!({"version": "latest"}), &[]);
+        let order = graph
+            .order(
+                &[],
+                &[],
+                &[
+                    "./localFeatureA",
+                    tgz,
+                    "ghcr.io/devcontainers/features/python",
+                ],
+            )
+            .unwrap();
+        let written: Vec<&str> = order.iter().map(|l| l.split(' ').next().unwrap()).collect();
+        assert_eq!(
+            written,
+            [
+                "./localFeatureA",
+                tgz,
+                pinned,
+                "./localFeatureB",
+                "ghcr.io/codspace/features/python:1"
+            ]
+        );
+    }
+
+    /// The reference's back-compat check: `hello` installs after `color`, which was renamed
+    /// `new-color` and keeps `color` as a legacy id.
+    #[test]
+    fn installs_after_a_legacy_id_waits_for_the_renamed_feature() {
+        let mut graph = Oci::new();
+        let hello = graph.add("ghcr.io/codspace/features/hello:1", json!({}), &[]);
+        graph.add(
+            "ghcr.io/codspace/features/new-color:1",
+            json!({}),
+            &["color"],
+        );
+        let after = satisfying(&graph, "ghcr.io/codspace/features/color");
+        assert_eq!(after, [1]);
+        let order = graph.order(&[], &[(hello, &after)], &[]).unwrap();
+        assert_eq!(
+            order,
+            [
+                "ghcr.io/codspace/features/new-color:1",
+                "ghcr.io/codspace/features/hello:1"
+            ]
+        );
+    }
+
+    /// The reference's forward-compat check: `flower` installs after `new-color`, and the user
+    /// lists the old name `color`, published with the new metadata.
+    #[test]
+    fn installs_after_a_new_id_waits_for_the_feature_listed_by_its_old_id() {
+        let mut graph = Oci::new();
+        let flower = graph.add("ghcr.io/codspace/features/flower:1", json!({}), &[]);
+        let color = graph.add("ghcr.io/codspace/features/color:1", json!({}), &["color"]);
+        // The artifact under the old name carries the new id.
+        let mut renamed = (*graph.instances[color].feature).clone_shallow();
+        renamed.metadata.id = "new-color".into();
+        graph.instances[color].feature = Arc::new(renamed);
+        let after = satisfying(&graph, "ghcr.io/codspace/features/new-color");
+        assert_eq!(after, [color]);
+        let order = graph.order(&[], &[(flower, &after)], &[]).unwrap();
+        assert_eq!(
+            order,
+            [
+                "ghcr.io/codspace/features/color:1",
+                "ghcr.io/codspace/features/flower:1"
+            ]
+        );
+    }
+
+    /// compareTo compares `registry/namespace` before the id.
+    #[test]
+    fn namespaces_sort_before_ids() {
+        let mut graph = Oci::new();
+        graph.add("ghcr.io/zeta/features/alpha:1", json!({}), &[]);
+        graph.add("ghcr.io/alpha/features/zeta:1", json!({}), &[]);
+        graph.add("docker.io/team/features/mid:1", json!({}), &[]);
+        let order = graph.order(&[], &[], &[]).unwrap();
+        assert_eq!(
+            order,
+            [
+                "docker.io/team/features/mid:1",
+                "ghcr.io/alpha/features/zeta:1",
+                "ghcr.io/zeta/features/alpha:1"
+            ]
+        );
+    }
+
+    /// An `installsAfter` entry nothing in the build satisfies is dropped, not an error.
+    #[test]
+    fn an_unmatched_installs_after_entry_is_dropped() {
+        let mut graph = Oci::new();
+        let late = graph.add("ghcr.io/o/f/a:1", json!({}), &[]);
+        graph.add("ghcr.io/o/f/b:1", json!({}), &[]);
+        let after = satisfying(&graph, "ghcr.io/other/f/a");
+        assert!(after.is_empty());
+        let order = graph.order(&[], &[(late, &after)], &[]).unwrap();
+        assert_eq!(order, ["ghcr.io/o/f/a:1", "ghcr.io/o/f/b:1"]);
     }
 }

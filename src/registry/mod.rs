@@ -53,6 +53,13 @@ pub enum Error {
     Unauthorized { registry: String, reference: String },
     #[error("registry error for `{reference}`: {message}")]
     Other { reference: String, message: String },
+    /// Content whose sha256 is not the digest it was asked for or pinned to.
+    #[error("`{reference}`: content digest is `{actual}`, expected `{expected}`")]
+    DigestMismatch {
+        reference: String,
+        expected: String,
+        actual: String,
+    },
 }
 
 impl Error {
@@ -85,6 +92,11 @@ impl Error {
                  `{registry}` in the Docker config file"
             )),
             Error::Other { .. } => None,
+            Error::DigestMismatch { .. } => Some(
+                "the registry served content other than the pinned digest; check which \
+                 registry the reference names, or re-pin it"
+                    .to_string(),
+            ),
         }
     }
 }
@@ -134,7 +146,7 @@ impl RegistryClient {
     ///
     /// # Errors
     /// [`Error::NotFound`] for a missing tag or digest, [`Error::Unreachable`],
-    /// [`Error::Unauthorized`], or [`Error::Other`] for a digest mismatch.
+    /// [`Error::Unauthorized`], or [`Error::DigestMismatch`].
     pub async fn fetch_manifest(&self, reference: &ImageRef) -> Result<FetchedManifest, Error> {
         let (client, oci_ref) = self.prepare(reference).await?;
         let (bytes, digest) = client
@@ -150,9 +162,10 @@ impl RegistryClient {
         let actual = sha256_digest(&bytes);
         let expected = reference.digest.as_deref().unwrap_or(&digest);
         if actual != expected {
-            return Err(Error::Other {
+            return Err(Error::DigestMismatch {
                 reference: reference.to_string(),
-                message: format!("manifest digest is `{actual}`, expected `{expected}`"),
+                expected: expected.to_string(),
+                actual,
             });
         }
         let media_type = manifest_media_type(&bytes);
