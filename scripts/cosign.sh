@@ -27,7 +27,7 @@ apt_options=(
     -o "Dir::Etc::sourcelist=$cache/sources.list"
     -o "Dir::Etc::sourceparts=-"
     -o "Dir::State::Lists=$cache/lists"
-    # The cache folder belongs to root; apt's unprivileged download user cannot write there.
+    # The cache folder belongs to root, so apt's unprivileged download user cannot write there.
     -o "APT::Sandbox::User=root"
 )
 
@@ -42,7 +42,7 @@ for deb in "$cache"/cosign_*.deb; do
     dpkg-deb -x "$deb" "$cache/root"
 done
 if ! "$binary" version >/dev/null 2>&1; then
-    log "the unpacked $binary does not run" >&2
+    log "the unpacked $binary does not run; check the download in $cache"
     exit 1
 fi
 log "unpacked $(basename "$cache"/cosign_*.deb)"
