@@ -45,6 +45,11 @@ impl Password {
         Password(Zeroizing::new(text))
     }
 
+    /// Whether both passwords are the same text.
+    pub fn same_as(&self, other: &Password) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+
     fn bytes(&self) -> &[u8] {
         self.0.as_bytes()
     }

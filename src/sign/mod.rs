@@ -73,6 +73,12 @@ pub enum Error {
     NotPinned { reference: String },
     #[error("invalid signature object `{reference}`: {reason}")]
     InvalidObject { reference: String, reason: String },
+    #[error("failed to read config file `{}`", path.display())]
+    ReadConfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("failed to write SBOM `{}`", path.display())]
     WriteSbom {
         path: PathBuf,
