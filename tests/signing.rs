@@ -18,7 +18,8 @@ use sha2::{Digest as _, Sha256};
 const PASSWORD: &str = "s3cret-envc-pass";
 const COSIGN_PASSWORD: &str = "s3cret-cosign-pass";
 
-/// The cosign binary, or `None` (after printing why) when it is missing and `CI` is unset.
+/// Finds the cosign binary, or returns `None` (after printing why) when it is missing and `CI`
+/// is unset.
 fn cosign(test: &str) -> Option<PathBuf> {
     let found = std::env::var_os("ENVC_COSIGN")
         .map(PathBuf::from)
@@ -165,10 +166,10 @@ impl Setup {
     }
 }
 
-fn logged(what: &str, output: std::io::Result<Output>) -> Output {
-    let output = output.unwrap_or_else(|e| panic!("`{what}` did not start: {e}"));
+fn logged(command_line: &str, output: std::io::Result<Output>) -> Output {
+    let output = output.unwrap_or_else(|e| panic!("`{command_line}` did not start: {e}"));
     eprintln!(
-        "$ {what}\n[exit {:?}]\n{}{}",
+        "$ {command_line}\n[exit {:?}]\n{}{}",
         output.status.code(),
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
@@ -207,7 +208,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// The `.sig` object of `image` (`registry/repo@digest`) and its manifest.
+/// Fetches the `.sig` object of `image` (`registry/repo@digest`) and its manifest.
 fn signature_object(image: &str) -> (ImageRef, serde_json::Value) {
     let image = ImageRef::parse(image).unwrap();
     let tag = envc::sign::signature_tag(image.digest.as_deref().unwrap(), envc::sign::Suffix::Sig);
@@ -502,7 +503,8 @@ fn write_project(root: &Path) -> PathBuf {
     std::fs::write(
         project.join(".devcontainer/devcontainer.json"),
         format!(
-            r#"{{ "image": "{}/busybox:latest", "features": {{ "./greet": {{ "who": "signers" }} }} }}"#,
+            r#"{{ "image": "{}/busybox:latest",
+                 "features": {{ "./greet": {{ "who": "signers" }} }} }}"#,
             support::REGISTRY
         ),
     )

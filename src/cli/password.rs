@@ -6,10 +6,10 @@ use std::path::Path;
 
 use crate::sign::{Error, Password, PasswordSource};
 
-/// The environment variable that holds the private key's password.
+/// The environment variable that contains the private key's password.
 pub const PASSWORD_VARIABLE: &str = "ENVC_PASSWORD";
 
-/// Reads `ENVC_PASSWORD`, or asks on the terminal.
+/// A password source that reads `ENVC_PASSWORD`, or prompts on the terminal.
 pub struct EnvOrPrompt;
 
 impl PasswordSource for EnvOrPrompt {

@@ -22,7 +22,7 @@ pub async fn run(args: SignArgs, reporter: Arc<dyn Reporter>) -> Result<()> {
         insecure: args.insecure_registries,
     });
 
-    // The digest must name a manifest in the registry: a signature for nothing helps nobody.
+    // The digest must name a manifest in the registry, because a signature of nothing is useless.
     registry.fetch_manifest(&image).await?;
     let attached = crate::sign::attach_signature(&registry, &image, &key).await?;
     reporter.report(Event::Info {

@@ -1,4 +1,4 @@
-//! What the SBOM and the provenance say about a build, gathered from its plan.
+//! The facts about a build that the SBOM and the provenance record, gathered from its plan.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -107,7 +107,7 @@ impl BuildFacts {
         })
     }
 
-    /// The same facts for the image pushed as `image_name`.
+    /// Returns the same facts for the image pushed as `image_name`.
     pub fn for_image(&self, image_name: &str) -> BuildFacts {
         BuildFacts {
             image_name: image_name.to_string(),
@@ -116,12 +116,12 @@ impl BuildFacts {
     }
 }
 
-/// `sha256:<hex>` as `<hex>`.
+/// Strips `sha256:` from a digest, leaving the hex digits.
 pub(super) fn hex_of(digest: &str) -> &str {
     digest.strip_prefix("sha256:").unwrap_or(digest)
 }
 
-/// A `SystemTime` as RFC 3339 UTC, to the second.
+/// Formats a `SystemTime` as RFC 3339 UTC, to the second.
 pub(super) fn time_text(time: SystemTime) -> String {
     let seconds = time
         .duration_since(SystemTime::UNIX_EPOCH)

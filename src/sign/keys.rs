@@ -45,7 +45,7 @@ impl Password {
         Password(Zeroizing::new(text))
     }
 
-    /// Whether both passwords are the same text.
+    /// Returns whether both passwords are the same text.
     pub fn same_as(&self, other: &Password) -> bool {
         self.0.as_str() == other.0.as_str()
     }
@@ -61,10 +61,10 @@ impl std::fmt::Debug for Password {
     }
 }
 
-/// Where a password comes from when a key needs one. The CLI reads `ENVC_PASSWORD` or
-/// prompts on the terminal; tests pass a fixed one.
+/// A source of passwords for keys that need one. The CLI reads `ENVC_PASSWORD` or prompts on
+/// the terminal, and tests pass a fixed one.
 pub trait PasswordSource {
-    /// Returns the password for `key`. With `confirm`, for a new key, the source asks twice.
+    /// Returns the password for `key`. With `confirm`, for a new key, the source requests it twice.
     ///
     /// # Errors
     /// [`Error::NoPassword`] when no password can be had.
@@ -106,7 +106,7 @@ impl KeyPair {
         }
     }
 
-    /// The matching public key.
+    /// Returns the matching public key.
     pub fn public_key(&self) -> PublicKey {
         PublicKey {
             verifying: *self.signing.verifying_key(),
@@ -161,7 +161,7 @@ impl KeyPair {
         Ok(KeyPair { signing })
     }
 
-    /// The private key as cosign's encrypted PEM, under `password`.
+    /// Encodes the private key as cosign's encrypted PEM, under `password`.
     ///
     /// # Errors
     /// [`Error::Crypto`] when encoding fails, which does not happen for a valid key.
@@ -176,7 +176,7 @@ impl KeyPair {
             .map_err(|e| Error::Crypto(format!("failed to encode PEM: {e}")))
     }
 
-    /// The private key as an unencrypted PKCS#8 PEM.
+    /// Encodes the private key as an unencrypted PKCS#8 PEM.
     ///
     /// # Errors
     /// [`Error::Crypto`] when encoding fails, which does not happen for a valid key.
@@ -224,7 +224,7 @@ impl PublicKey {
             .map_err(|_| "the key is not an ECDSA P-256 public key".to_string())
     }
 
-    /// The key as a PKIX `PUBLIC KEY` PEM.
+    /// Encodes the key as a PKIX `PUBLIC KEY` PEM.
     pub fn to_pem(&self) -> String {
         self.verifying
             .to_public_key_pem(LineEnding::LF)
@@ -239,8 +239,8 @@ impl PublicKey {
         self.verifying.verify(message, &signature).is_ok()
     }
 
-    /// A short identifier for messages: `sha256:` and the first 16 hex digits of the SHA-256 of
-    /// the key's DER encoding.
+    /// Returns a short identifier for messages: `sha256:` and the first 16 hex digits of the
+    /// SHA-256 of the key's DER encoding.
     pub fn fingerprint(&self) -> String {
         use sha2::{Digest as _, Sha256};
         let der = self
@@ -437,7 +437,7 @@ fn decrypt(body: &[u8], password: &Password, path: &Path) -> Result<Zeroizing<Ve
         })
 }
 
-/// Whether `der` is a PKCS#8 key on the P-256 curve (`prime256v1`).
+/// Returns whether `der` is a PKCS#8 key on the P-256 curve (`prime256v1`).
 #[cfg(test)]
 fn is_p256_pkcs8(der: &[u8]) -> bool {
     const P256_OID: p256::pkcs8::ObjectIdentifier =
@@ -571,10 +571,10 @@ mod tests {
         let password = Password::new("hunter2".into());
         assert!(!format!("{password:?}").contains("hunter2"));
         let key = KeyPair::generate();
-        let shown = format!("{key:?}");
+        let debug_text = format!("{key:?}");
         let plain = key.to_plain_pem().unwrap();
         let body = plain.lines().nth(1).unwrap();
-        assert!(!shown.contains(body));
+        assert!(!debug_text.contains(body));
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 pub const PREDICATE_TYPE_ANNOTATION: &str = "predicateType";
 const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 
-/// Which object a tag names.
+/// The kind of object a tag names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Suffix {
     /// `.sig`: signatures.
@@ -33,7 +33,7 @@ pub enum Suffix {
     Att,
 }
 
-/// The tag of the signature or attestation object of manifest `digest`.
+/// Returns the tag of the signature or attestation object of manifest `digest`.
 pub fn signature_tag(digest: &str, suffix: Suffix) -> String {
     let tag = digest.replacen(':', "-", 1);
     match suffix {
@@ -42,7 +42,7 @@ pub fn signature_tag(digest: &str, suffix: Suffix) -> String {
     }
 }
 
-/// What was pushed: the object's reference and how many layers it now has.
+/// A pushed object: its reference and how many layers it now has.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Attached {
@@ -121,8 +121,8 @@ pub async fn attach_attestation(
     .await
 }
 
-/// The layers of `image`'s `.sig` or `.att` object with their blobs, or `None` when the
-/// object does not exist.
+/// Fetches the layers of `image`'s `.sig` or `.att` object with their blobs, or `None` when
+/// the object does not exist.
 ///
 /// # Errors
 /// [`Error::Registry`] or [`Error::InvalidObject`].
@@ -227,7 +227,7 @@ async fn append_layer(
     })
 }
 
-/// The layer descriptors of a signature object's manifest, kept as written.
+/// Returns the layer descriptors of a signature object's manifest, kept as written.
 fn layer_descriptors(manifest: &[u8], object: &ImageRef) -> Result<Vec<Value>, Error> {
     let invalid = |reason: String| Error::InvalidObject {
         reference: object.to_string(),
@@ -262,14 +262,14 @@ async fn push_blob(
     Ok(digest)
 }
 
-/// The digest of `image`, which signing and verifying need.
+/// Returns the digest of `image`, which signing and verifying need.
 pub(super) fn pinned(image: &ImageRef) -> Result<&str, Error> {
     image.digest.as_deref().ok_or_else(|| Error::NotPinned {
         reference: image.to_string(),
     })
 }
 
-/// `registry/repository`, without tag or digest.
+/// Returns `registry/repository`, without tag or digest.
 pub(super) fn repository_name(image: &ImageRef) -> String {
     format!("{}/{}", image.registry, image.repository)
 }

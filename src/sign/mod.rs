@@ -15,14 +15,15 @@
 //!   `cosign verify-attestation --key` make with `--insecure-ignore-tlog=true`.
 //!
 //! It leaves out transparency logs and certificates. Keyless signing would add an option
-//! `--keyless` to `sign` and `build`: envc would get an OIDC token (from the CI's identity
-//! provider, or a browser flow), make a short-lived key pair, ask Fulcio for a certificate binding
-//! the public key to the token's identity, sign as here, upload the signature to Rekor, and
-//! store the certificate, its chain and Rekor's signed entry timestamp in the layer annotations
-//! `dev.sigstore.cosign/certificate`, `dev.sigstore.cosign/chain` and
-//! `dev.sigstore.cosign/bundle`. `verify` would then take `--certificate-identity` and
-//! `--certificate-oidc-issuer` and check the chain against Sigstore's trust root and the bundle
-//! against Rekor's key. Each step needs the public Sigstore services, so none of it is built.
+//! `--keyless` to `sign` and `build`. With it, envc would get an OIDC token (from the CI's
+//! identity provider, or a browser flow) and make a short-lived key pair. It would then request
+//! from Fulcio a certificate that binds the public key to the token's identity, sign as here, and
+//! upload the signature to Rekor. The certificate, its chain and Rekor's signed entry timestamp
+//! would go in the layer annotations `dev.sigstore.cosign/certificate`,
+//! `dev.sigstore.cosign/chain` and `dev.sigstore.cosign/bundle`. `verify` would then take
+//! `--certificate-identity` and `--certificate-oidc-issuer`, and check the chain against
+//! Sigstore's trust root and the bundle against Rekor's key. Each step needs the public Sigstore
+//! services, so none of it is built.
 //!
 //! Nothing here prints. Passwords and private keys are wiped from memory when dropped, and no
 //! error or `Debug` output contains them.
@@ -91,7 +92,7 @@ pub enum Error {
     Verification { reference: String, reason: Failure },
 }
 
-/// Why a verification failed.
+/// The reason a verification failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Failure {
     #[error("no signature found (no `{tag}` tag)")]

@@ -1,4 +1,4 @@
-//! What gets signed: cosign's simple-signing payload for image signatures, and in-toto
+//! Signed payloads: cosign's simple-signing payload for image signatures, and in-toto
 //! statements in DSSE envelopes for attestations.
 
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -14,7 +14,7 @@ pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 /// The in-toto statement version cosign writes and reads.
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v0.1";
 
-/// The simple-signing payload that names the manifest digest of `repository`.
+/// Makes the simple-signing payload that names the manifest digest of `repository`.
 ///
 /// `repository` goes in `critical.identity.docker-reference`, which verifiers ignore; the
 /// digest is what the signature binds.
@@ -30,7 +30,7 @@ pub fn simple_signing(repository: &str, digest: &str) -> Vec<u8> {
     serde_json::to_vec(&payload).expect("the payload serializes")
 }
 
-/// The digest a simple-signing payload names, or why it names none.
+/// Reads the digest a simple-signing payload names, or returns why it names none.
 pub fn signed_digest(payload: &[u8]) -> Result<String, String> {
     let value: serde_json::Value =
         serde_json::from_slice(payload).map_err(|e| format!("the payload is not JSON ({e})"))?;
@@ -48,7 +48,7 @@ pub fn signed_digest(payload: &[u8]) -> Result<String, String> {
         .ok_or_else(|| "the payload has no `critical.image.docker-manifest-digest`".to_string())
 }
 
-/// An in-toto statement about one image manifest.
+/// Makes an in-toto statement about one image manifest.
 pub fn statement(
     repository: &str,
     digest: &str,
@@ -97,14 +97,14 @@ impl Envelope {
         }
     }
 
-    /// The decoded payload.
+    /// Decodes the payload.
     pub fn payload_bytes(&self) -> Result<Vec<u8>, String> {
         BASE64
             .decode(&self.payload)
             .map_err(|e| format!("the envelope payload is not base64 ({e})"))
     }
 
-    /// Whether any signature verifies with `key`.
+    /// Returns whether any signature verifies with `key`.
     pub fn verify(&self, key: &super::PublicKey) -> Result<bool, String> {
         let payload = self.payload_bytes()?;
         let message = pae(&self.payload_type, &payload);

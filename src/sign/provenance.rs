@@ -8,15 +8,15 @@ use super::facts::{hex_of, time_text, BuildFacts};
 
 /// The in-toto predicate type of SLSA provenance v0.2.
 pub const PREDICATE_TYPE: &str = "https://slsa.dev/provenance/v0.2";
-/// What kind of build envc runs, as SLSA's `buildType`.
+/// The kind of build envc runs, as SLSA's `buildType`.
 pub const BUILD_TYPE: &str = "urn:envc:build-type:devcontainer:v1";
 
-/// envc's builder id, with its version, such as `urn:envc:builder:0.1.0`.
+/// Returns envc's builder id, with its version, such as `urn:envc:builder:0.1.0`.
 pub fn builder_id() -> String {
     format!("urn:envc:builder:{}", env!("CARGO_PKG_VERSION"))
 }
 
-/// The provenance predicate of the build `facts` describe.
+/// Makes the provenance predicate of the build that `facts` describe.
 pub fn predicate(facts: &BuildFacts) -> Value {
     let features: Vec<Value> = facts
         .features

@@ -14,7 +14,7 @@ pub const PREDICATE_TYPE: &str = "https://spdx.dev/Document";
 const IMAGE_ID: &str = "SPDXRef-Image";
 const BASE_ID: &str = "SPDXRef-BaseImage";
 
-/// The SPDX 2.3 document of the image `facts` describe. Its creation time is the build's
+/// Makes the SPDX 2.3 document of the image that `facts` describe. Its creation time is the build's
 /// `SOURCE_DATE_EPOCH`, so the same build gives the same document.
 pub fn document(facts: &BuildFacts) -> Value {
     let tool = format!("Tool: envc-{}", env!("CARGO_PKG_VERSION"));
@@ -112,7 +112,11 @@ pub fn document(facts: &BuildFacts) -> Value {
         "dataLicense": "CC0-1.0",
         "SPDXID": "SPDXRef-DOCUMENT",
         "name": format!("{}@{}", facts.image_name, facts.image_digest),
-        "documentNamespace": format!("urn:envc:sbom:{}:{}", facts.image_name, hex_of(&facts.image_digest)),
+        "documentNamespace": format!(
+            "urn:envc:sbom:{}:{}",
+            facts.image_name,
+            hex_of(&facts.image_digest)
+        ),
         "creationInfo": {
             "created": super::facts::time_text(epoch(facts.source_date_epoch)),
             "creators": [tool],
@@ -126,7 +130,7 @@ fn epoch(seconds: i64) -> std::time::SystemTime {
     std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(seconds.max(0) as u64)
 }
 
-/// A package URL reference of type `oci` for `name` (`registry/repository`) at `digest`.
+/// Makes a package URL reference of type `oci` for `name` (`registry/repository`) at `digest`.
 fn oci_purl(name: &str, digest: &str) -> Value {
     let (registry, repository) = name.split_once('/').unwrap_or(("", name));
     let last = repository.rsplit('/').next().unwrap_or(repository);
@@ -143,8 +147,8 @@ fn oci_purl(name: &str, digest: &str) -> Value {
     })
 }
 
-/// SPDX's `downloadLocation` for an OCI reference: the reference, or `NOASSERTION` for a local
-/// folder or layout.
+/// Returns SPDX's `downloadLocation` for an OCI reference: the reference, or `NOASSERTION`
+/// for a local folder or layout.
 fn download_location(reference: &str) -> String {
     if reference.starts_with("oci:") || reference.starts_with('.') || reference.starts_with('/') {
         "NOASSERTION".to_string()
@@ -153,7 +157,7 @@ fn download_location(reference: &str) -> String {
     }
 }
 
-/// Letters, digits, `.` and `-` only, as SPDX identifiers allow.
+/// Replaces all but letters, digits, `.` and `-`, which SPDX identifiers allow, with `-`.
 fn spdx_id_part(text: &str) -> String {
     text.chars()
         .map(|c| {

@@ -16,7 +16,7 @@ use super::payload::{self, Envelope, IN_TOTO_PAYLOAD_TYPE};
 use super::{provenance, sbom, Error, Failure, PublicKey};
 use crate::registry::{ImageRef, RegistryClient};
 
-/// What a successful verification found.
+/// The result of a successful verification.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Verified {
@@ -35,7 +35,7 @@ pub struct Verified {
 #[serde(rename_all = "camelCase")]
 pub struct AttestationSummary {
     pub predicate_type: String,
-    /// One line: what the attestation says, such as the base image and Feature count.
+    /// One line about the attestation's content, such as the base image and Feature count.
     pub summary: String,
 }
 
@@ -100,7 +100,7 @@ pub async fn verify_image(
     })
 }
 
-/// How one signature layer fared.
+/// The result of checking one signature layer.
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
     Valid,
@@ -109,7 +109,7 @@ enum Outcome {
     OtherKey,
 }
 
-/// Counts the layers whose signature verifies over a payload naming `digest`, or says why
+/// Counts the layers whose signature verifies over a payload naming `digest`, or returns why
 /// none does.
 fn check_signatures(layers: &[Layer], key: &PublicKey, digest: &str) -> Result<usize, Failure> {
     let outcomes: Vec<Outcome> = layers
@@ -146,10 +146,10 @@ fn check_signatures(layers: &[Layer], key: &PublicKey, digest: &str) -> Result<u
 
 /// Checks one `.sig` layer.
 ///
-/// ECDSA cannot tell a changed payload from a signature by another key: both just fail to
-/// verify. A failing layer counts as tampered when its payload is not the one a signer writes
-/// for this image (unparseable, not in the canonical form, or naming another digest), and as
-/// signed by another key otherwise.
+/// NOTE: ECDSA cannot tell a changed payload from a signature by another key, because both
+/// fail to verify. A failing layer counts as tampered when its payload is not the one a signer
+/// writes for this image (unparseable, not in the canonical form, or naming another digest),
+/// and as signed by another key otherwise.
 fn check_signature(layer: &Layer, key: &PublicKey, digest: &str) -> Outcome {
     let verified = layer
         .annotations
@@ -166,7 +166,7 @@ fn check_signature(layer: &Layer, key: &PublicKey, digest: &str) -> Outcome {
     }
 }
 
-/// Whether a simple-signing payload is byte for byte what cosign and envc write for its
+/// Returns whether a simple-signing payload is byte for byte what cosign and envc write for its
 /// fields. Payloads with `optional` annotations are taken as canonical.
 fn is_canonical(blob: &[u8]) -> bool {
     let Ok(value) = serde_json::from_slice::<Value>(blob) else {
@@ -187,8 +187,8 @@ fn is_canonical(blob: &[u8]) -> bool {
     }
 }
 
-/// The summary of the first layer that holds a valid attestation of `predicate_type` about
-/// `digest`, or what was wrong with the layers of that type.
+/// Returns the summary of the first layer that contains a valid attestation of
+/// `predicate_type` about `digest`, or what was wrong with the layers of that type.
 fn check_attestations(
     layers: &[Layer],
     key: &PublicKey,
@@ -253,7 +253,7 @@ fn check_attestation(
     Ok(Some(summarize(predicate_type, &predicate)))
 }
 
-/// One line about a verified predicate.
+/// Summarizes a verified predicate in one line.
 fn summarize(predicate_type: &str, predicate: &Value) -> String {
     let text = |pointer: &str| {
         predicate
