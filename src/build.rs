@@ -156,6 +156,10 @@ pub struct Outputs {
     pub push: Vec<String>,
     /// An OCI image layout folder and optional tag.
     pub layout: Option<(PathBuf, Option<String>)>,
+    /// The key that signs every pushed image and its SBOM and provenance attestations.
+    pub sign_key: Option<Arc<crate::sign::KeyPair>>,
+    /// Where to write the SBOM as SPDX JSON.
+    pub sbom: Option<PathBuf>,
 }
 
 /// The result of a build.
@@ -172,6 +176,14 @@ pub struct BuildOutcome {
     pub up_to_date: bool,
     pub layers: Vec<LayerSummary>,
     pub timings: Timings,
+    /// The signature objects pushed, `registry/repository:sha256-<hex>.sig@sha256:...`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<String>,
+    /// The attestation objects pushed, `...:sha256-<hex>.att@sha256:...`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attestations: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -206,6 +218,7 @@ pub async fn build(
 ) -> Result<BuildOutcome> {
     let started = Instant::now();
     check_outputs(outputs)?;
+    let started_at = std::time::SystemTime::now();
     let store = Store::open(&options.store)?;
     let registry = options.registry();
 
@@ -301,6 +314,18 @@ pub async fn build(
         });
         pushed.push(pushed_ref);
     }
+    let supply_chain = supply_chain(
+        &plan,
+        options,
+        outputs,
+        &tags,
+        &pushed,
+        &manifest_digest,
+        started_at,
+        &registry,
+        reporter.as_ref(),
+    )
+    .await?;
     timings.push_seconds = push_started.elapsed().as_secs_f64();
 
     let manifest = manifest_descriptor(store.content(), &manifest_digest)?;
@@ -326,6 +351,9 @@ pub async fn build(
         up_to_date,
         layers,
         timings,
+        signatures: supply_chain.signatures,
+        attestations: supply_chain.attestations,
+        sbom: outputs.sbom.clone(),
     })
 }
 
@@ -402,6 +430,103 @@ fn image_is_complete(content: &crate::store::ContentStore, manifest_digest: &str
 }
 
 /// Summarizes the layers of an image whose every step is recorded in the store.
+/// The signature and attestation objects pushed for a build.
+#[derive(Default)]
+struct SupplyChain {
+    signatures: Vec<String>,
+    attestations: Vec<String>,
+}
+
+/// Writes the SBOM file, and signs each pushed image and attaches its SBOM and provenance.
+#[allow(clippy::too_many_arguments)]
+async fn supply_chain(
+    plan: &BuildPlan,
+    options: &ProjectOptions,
+    outputs: &Outputs,
+    tags: &[String],
+    pushed: &[String],
+    manifest_digest: &str,
+    started_at: std::time::SystemTime,
+    registry: &RegistryClient,
+    reporter: &dyn Reporter,
+) -> Result<SupplyChain> {
+    let mut result = SupplyChain::default();
+    if outputs.sbom.is_none() && outputs.sign_key.is_none() {
+        return Ok(result);
+    }
+    let images: Vec<ImageRef> = pushed
+        .iter()
+        .map(|text| ImageRef::parse(text))
+        .collect::<Result<_, _>>()?;
+    let first_name = images
+        .first()
+        .map(|image| format!("{}/{}", image.registry, image.repository))
+        .or_else(|| tags.first().cloned())
+        .unwrap_or_default();
+    let facts = crate::sign::BuildFacts::from_plan(
+        plan,
+        &options.workspace,
+        &first_name,
+        manifest_digest,
+        started_at,
+    )
+    .map_err(|source| crate::sign::Error::ReadConfig {
+        path: plan.config_file.clone(),
+        source,
+    })?;
+
+    if let Some(path) = &outputs.sbom {
+        let document = crate::sign::sbom::document(&facts);
+        let text = serde_json::to_string_pretty(&document).expect("the SBOM serializes");
+        std::fs::write(path, text + "\n").map_err(|source| crate::sign::Error::WriteSbom {
+            path: path.clone(),
+            source,
+        })?;
+        reporter.report(Event::Info {
+            message: format!("wrote SBOM `{}`", path.display()),
+        });
+    }
+
+    let Some(key) = &outputs.sign_key else {
+        return Ok(result);
+    };
+    for image in &images {
+        let name = format!("{}/{}", image.registry, image.repository);
+        let facts = facts.for_image(&name);
+        let signature = crate::sign::attach_signature(registry, image, key).await?;
+        reporter.report(Event::Info {
+            message: format!("signed {name}@{manifest_digest}"),
+        });
+        result.signatures.push(signature.reference);
+
+        let attestations = [
+            (
+                crate::sign::sbom::PREDICATE_TYPE,
+                crate::sign::sbom::document(&facts),
+            ),
+            (
+                crate::sign::provenance::PREDICATE_TYPE,
+                crate::sign::provenance::predicate(&facts),
+            ),
+        ];
+        let mut last = None;
+        for (predicate_type, predicate) in attestations {
+            last = Some(
+                crate::sign::attach_attestation(registry, image, key, predicate_type, predicate)
+                    .await?,
+            );
+        }
+        reporter.report(Event::Info {
+            message: format!("attached SBOM and provenance to {name}@{manifest_digest}"),
+        });
+        if let Some(attached) = last {
+            result.attestations.push(attached.reference);
+        }
+    }
+    Ok(result)
+}
+
+/// The layer summaries of an image whose every step is recorded in the store.
 fn up_to_date_layers(store: &Store, plan: &BuildPlan) -> Result<Vec<LayerSummary>> {
     let mut layers = Vec::new();
     for step in &plan.features {

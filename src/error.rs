@@ -41,6 +41,8 @@ pub enum Error {
     Registry(#[from] crate::registry::Error),
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    #[error(transparent)]
+    Sign(#[from] crate::sign::Error),
     #[error("{message}")]
     Usage {
         message: String,
@@ -68,6 +70,7 @@ impl Error {
             Error::Plan(e) if e.is_invalid_input() => ExitKind::InvalidInput,
             Error::Engine(e) if e.is_invalid_input() => ExitKind::InvalidInput,
             Error::Registry(e) if e.is_invalid_input() => ExitKind::InvalidInput,
+            Error::Sign(e) if e.is_invalid_input() => ExitKind::InvalidInput,
             Error::Engine(crate::engine::Error::Interrupted) | Error::Interrupted => {
                 ExitKind::Interrupted
             }
@@ -84,6 +87,7 @@ impl Error {
             Error::Plan(e) => e.hint(),
             Error::Engine(e) => e.hint(),
             Error::Registry(e) => e.hint(),
+            Error::Sign(e) => e.hint(),
             Error::Usage { hint, .. } => hint.clone(),
             _ => None,
         }

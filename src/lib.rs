@@ -16,6 +16,7 @@ pub mod image;
 pub mod plan;
 pub mod progress;
 pub mod registry;
+pub mod sign;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -3,18 +3,27 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::password::EnvOrPrompt;
 use super::{BuildArgs, ProjectArgs};
 use crate::build::{self, LockMode, Outputs, ProjectOptions};
 use crate::engine::Cancel;
 use crate::progress::Reporter;
+use crate::sign::KeyPair;
 use crate::{Error, Result};
 
 pub async fn run(args: BuildArgs, reporter: Arc<dyn Reporter>) -> Result<()> {
     let options = project_options(&args.project)?;
+    // Read the key first, so a wrong password fails before anything is built.
+    let sign_key = match &args.sign_key {
+        Some(path) => Some(Arc::new(KeyPair::read(path, &EnvOrPrompt)?)),
+        None => None,
+    };
     let outputs = Outputs {
         tags: args.tags.clone(),
         push: args.push.clone(),
         layout: args.output.as_deref().map(parse_output).transpose()?,
+        sign_key,
+        sbom: args.sbom.clone(),
     };
 
     let cancel = Cancel::default();
@@ -38,6 +47,9 @@ pub async fn run(args: BuildArgs, reporter: Arc<dyn Reporter>) -> Result<()> {
         }
         for pushed in &outcome.pushed {
             println!("{pushed}");
+        }
+        for object in outcome.signatures.iter().chain(&outcome.attestations) {
+            println!("{object}");
         }
     }
     Ok(())

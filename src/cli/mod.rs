@@ -1,10 +1,14 @@
 //! Command-line definitions. Each subcommand's behaviour lives in its own file.
 
 mod build;
+mod keygen;
 mod lock;
+mod password;
 mod plan;
 mod push;
 pub mod render;
+mod sign;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -41,6 +45,12 @@ pub enum Command {
     /// Resolve the Features afresh and write `devcontainer-lock.json`, or check it with
     /// `--frozen`.
     Lock(LockArgs),
+    /// Write a new ECDSA P-256 key pair for signing, in cosign's format.
+    Keygen(KeygenArgs),
+    /// Sign an image in a registry, by digest, in cosign's format.
+    Sign(SignArgs),
+    /// Check an image's signatures, and with `--attestations` its SBOM and provenance.
+    Verify(VerifyArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -131,6 +141,15 @@ pub struct BuildArgs {
     #[arg(long)]
     pub no_cache: bool,
 
+    /// Sign each pushed image with this private key and attach its SBOM and provenance.
+    /// The password comes from `ENVC_PASSWORD` or a prompt.
+    #[arg(long, value_name = "KEY", requires = "push")]
+    pub sign_key: Option<PathBuf>,
+
+    /// Write the image's SBOM (SPDX 2.3 JSON) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub sbom: Option<PathBuf>,
+
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -201,6 +220,60 @@ pub struct PushArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Write the key pair to `PREFIX.key` (encrypted) and `PREFIX.pub`. The password comes
+    /// from `ENVC_PASSWORD` or a prompt.
+    #[arg(long, value_name = "PREFIX", default_value = "envc")]
+    pub output_key_prefix: PathBuf,
+
+    /// Print the paths and the key's fingerprint as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The private key: cosign's encrypted PEM, or an unencrypted PKCS#8 PEM.
+    #[arg(long, value_name = "KEY")]
+    pub key: PathBuf,
+
+    /// The image to sign, by digest: `REGISTRY/REPOSITORY@sha256:...`.
+    #[arg(value_name = "REF@DIGEST")]
+    pub reference: String,
+
+    /// A registry (`host[:port]`) to reach over plain HTTP. Loopback registries always are.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
+
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The public key (`PUBLIC KEY` PEM).
+    #[arg(long, value_name = "PUB")]
+    pub key: PathBuf,
+
+    /// The image: by tag (resolved to its digest first) or by digest.
+    #[arg(value_name = "REF")]
+    pub reference: String,
+
+    /// Also check the SBOM and provenance attestations, and print what they say.
+    #[arg(long)]
+    pub attestations: bool,
+
+    /// A registry (`host[:port]`) to reach over plain HTTP. Loopback registries always are.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
+
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
     let reporter = render::reporter(cli.progress, cli.verbose);
@@ -209,5 +282,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Plan(args) => plan::run(args, reporter).await,
         Command::Push(args) => push::run(args, reporter).await,
         Command::Lock(args) => lock::run(args, reporter).await,
+        Command::Keygen(args) => keygen::run(args),
+        Command::Sign(args) => sign::run(args, reporter).await,
+        Command::Verify(args) => verify::run(args, reporter).await,
     }
 }
