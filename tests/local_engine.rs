@@ -658,3 +658,103 @@ fn cancel_kills_running_script() {
     assert_eq!(fixture.step_snapshots(), Vec::<String>::new());
     fixture.assert_clean();
 }
+
+#[test]
+fn steps_with_the_same_layer_share_one_snapshot() {
+    require_prerequisites!();
+    let mut fixture = Fixture::new();
+    let same = "echo same > /same.txt\n";
+    fixture.add_step("one", same, &[]);
+    fixture.add_step("two", same, &[]);
+    // Its lowers name the shared snapshot twice, which one overlay mount cannot take.
+    fixture.add_step("three", "cat /same.txt\necho third > /third.txt\n", &[]);
+
+    let (result, events) = fixture.build();
+    let results = result.unwrap();
+    assert_eq!(results[0].layer, results[1].layer);
+    assert_eq!(fixture.snapshot(0), fixture.snapshot(1));
+    assert!(
+        events.contains(&Event::StepLog {
+            index: 2,
+            line: "same".into()
+        }),
+        "{events:?}"
+    );
+    assert_eq!(tree(&fixture.snapshot(2)), ["third.txt"]);
+    fixture.assert_clean();
+}
+
+#[test]
+fn rebuild_without_cache_keeps_snapshot_in_place() {
+    use std::os::unix::fs::MetadataExt;
+
+    require_prerequisites!();
+    let mut fixture = Fixture::new();
+    fixture.add_step("changes", CHANGES, &[]);
+    let first = fixture.build().0.unwrap();
+    let snapshot = fixture.snapshot(0);
+    let inode = std::fs::metadata(&snapshot).unwrap().ino();
+
+    let engine = LocalEngine::new(
+        fixture.store(),
+        LocalOptions {
+            no_cache: true,
+            ..LocalOptions::default()
+        },
+    );
+    let again = engine
+        .build(&fixture.plan, &envc::progress::Silent, &Cancel::default())
+        .unwrap();
+    assert!(!again[0].cached);
+    assert_eq!(again[0].layer, first[0].layer);
+    // Another build may have the snapshot mounted: it is the same folder, never a new one.
+    assert_eq!(fixture.snapshot(0), snapshot);
+    assert_eq!(std::fs::metadata(&snapshot).unwrap().ino(), inode);
+    fixture.assert_clean();
+}
+
+#[test]
+fn cancel_while_layer_is_written_records_nothing() {
+    require_prerequisites!();
+    let mut fixture = Fixture::new();
+    fixture.add_step(
+        "big",
+        "head -c 100000000 /dev/urandom > /big\necho written\n",
+        &[],
+    );
+
+    let engine = LocalEngine::new(fixture.store(), LocalOptions::default());
+    let cancel = Cancel::default();
+    let tmp = fixture.root.join("tmp");
+    let (result, waited) = std::thread::scope(|scope| {
+        // The layer's blob is written to a `.blob-` file in `tmp/`: cancel once it appears.
+        let watcher = scope.spawn(|| loop {
+            let writing = std::fs::read_dir(&tmp)
+                .unwrap()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(".blob-"));
+            if writing {
+                cancel.cancel();
+                return Some(Instant::now());
+            }
+            if cancel.is_cancelled() {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        });
+        let result = engine.build(&fixture.plan, &envc::progress::Silent, &cancel);
+        cancel.cancel();
+        let sent = watcher
+            .join()
+            .unwrap()
+            .expect("the layer was being written");
+        (result, sent.elapsed())
+    });
+
+    assert!(matches!(result, Err(Error::Interrupted)), "{result:?}");
+    assert!(waited < Duration::from_secs(5), "took {waited:?} to stop");
+    let key = &fixture.plan.features[0].cache_key;
+    assert!(fixture.store().step_record(key).unwrap().is_none());
+    assert_eq!(fixture.step_snapshots(), Vec::<String>::new());
+    fixture.assert_clean();
+}
