@@ -79,7 +79,7 @@ fn spawn_build(store: &Path, args: &[&str]) -> std::process::Child {
         .expect("envc starts")
 }
 
-/// The entry names of the gzip layer blob `digest` in `store`.
+/// Lists the entry names of the gzip layer blob `digest` in `store`.
 fn layer_listing(store: &Path, digest: &str) -> String {
     let blob = store
         .join("oci/blobs/sha256")
@@ -135,7 +135,7 @@ fn concurrent_builds_keep_lower_snapshot() {
 }
 
 /// A `--no-cache` rebuild of step `a` while another build runs step `b` over `a`'s snapshot:
-/// the other build still sees `a`'s files, so the layer it records under `b`'s key is right.
+/// the other build still reads `a`'s files, so the layer it records under `b`'s key is right.
 #[test]
 fn no_cache_rebuild_keeps_concurrent_layer() {
     if !can_build("no_cache_rebuild_keeps_concurrent_layer") {
@@ -217,8 +217,8 @@ fn interrupt_while_writing_a_layer_stops_promptly() {
     assert_eq!(store_leftovers(&scratch.store()), Vec::<String>::new());
 }
 
-/// A store path with a comma, which overlayfs would split its options at: the error names
-/// the path and says to move the store, as invalid input, and does not blame the kernel.
+/// A store path with a comma, where overlayfs would split its options: the error names the
+/// path and tells the user to move the store (exit 2, invalid input), not to load a module.
 #[test]
 fn store_path_with_comma_is_named() {
     if !can_build("store_path_with_comma_is_named") {

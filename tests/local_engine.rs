@@ -179,7 +179,7 @@ impl Fixture {
         (result, events)
     }
 
-    /// The snapshot of a built step's layer, which is kept under the layer's diff_id.
+    /// Returns the snapshot of a built step's layer, which is kept under the layer's diff_id.
     fn snapshot(&self, step: usize) -> PathBuf {
         let store = self.store();
         let record = store
@@ -189,7 +189,7 @@ impl Fixture {
         store.snapshots().path(&record.layer.diff_id)
     }
 
-    /// Snapshots in the store other than the base image's layers.
+    /// Lists the snapshots in the store other than the base image's layers.
     fn step_snapshots(&self) -> Vec<String> {
         let config: serde_json::Value = serde_json::from_slice(&self.plan.base.config).unwrap();
         let snapshots = self.store().snapshots().clone();

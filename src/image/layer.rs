@@ -684,7 +684,7 @@ mod tests {
         }
     }
 
-    /// A cancel check that says stop from its `after`th call on.
+    /// Returns a cancel check that returns true from its `after`th call on.
     fn cancel_after(after: usize) -> impl Fn() -> bool + Sync {
         let calls = std::sync::atomic::AtomicUsize::new(0);
         move || calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= after

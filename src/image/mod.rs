@@ -28,7 +28,7 @@ pub enum Error {
     UnsafeEntry { entry: String },
     #[error("invalid image document: {0}")]
     InvalidDocument(String),
-    /// The caller's cancel check said stop; nothing was stored.
+    /// The caller's cancel check returned true, so nothing was stored.
     #[error("cancelled")]
     Cancelled,
     #[error(transparent)]

@@ -182,8 +182,8 @@ impl LocalEngine {
 
     /// The snapshot folders of `lowers`, newest first, unpacking any that are missing.
     ///
-    /// A layer that comes again higher up is left out lower down: overlayfs refuses the same
-    /// folder twice, and the higher copy sets every path it holds anyway.
+    /// A layer that comes again higher up is left out lower down, because overlayfs rejects
+    /// the same folder twice and the higher copy sets every path it contains anyway.
     ///
     /// # Errors
     /// [`Error::Interrupted`] on a cancel, between layers or while one is unpacked.
@@ -343,7 +343,7 @@ impl LocalEngine {
     }
 }
 
-/// An image error as an engine error, a cancel as [`Error::Interrupted`].
+/// Converts an image error to an engine error, and a cancel to [`Error::Interrupted`].
 fn engine_error(error: crate::image::Error) -> Error {
     match error {
         crate::image::Error::Cancelled => Error::Interrupted,
@@ -364,6 +364,8 @@ impl PinnedLowers {
         Ok(PinnedLowers(pinned))
     }
 
+    /// Checks that every folder is still the one that was mounted.
+    ///
     /// # Errors
     /// [`Error::LowerChanged`] naming the first folder that is gone or is another folder now.
     fn check(&self, feature: &str) -> Result<(), Error> {

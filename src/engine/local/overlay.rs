@@ -110,7 +110,7 @@ fn mount_data(lowers: &[PathBuf], upper: &Path, work: &Path) -> Result<String, E
     Ok(data)
 }
 
-/// `path` as text for overlay mount options.
+/// Returns `path` as text for overlay mount options.
 ///
 /// # Errors
 /// [`Error::UnusableStore`] when it contains `,`, `:` or `\`, which overlayfs would split at
