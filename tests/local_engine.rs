@@ -179,10 +179,34 @@ impl Fixture {
         (result, events)
     }
 
+    /// Returns the snapshot of a built step's layer, which is kept under the layer's diff_id.
     fn snapshot(&self, step: usize) -> PathBuf {
-        self.store()
-            .snapshots()
-            .path(&self.plan.features[step].cache_key)
+        let store = self.store();
+        let record = store
+            .step_record(&self.plan.features[step].cache_key)
+            .unwrap()
+            .expect("the step is recorded");
+        store.snapshots().path(&record.layer.diff_id)
+    }
+
+    /// Lists the snapshots in the store other than the base image's layers.
+    fn step_snapshots(&self) -> Vec<String> {
+        let config: serde_json::Value = serde_json::from_slice(&self.plan.base.config).unwrap();
+        let snapshots = self.store().snapshots().clone();
+        let base: Vec<PathBuf> = config["rootfs"]["diff_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|id| snapshots.path(id.as_str().unwrap()))
+            .collect();
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(self.root.join("snapshots")).unwrap() {
+            let path = entry.unwrap().path();
+            if !base.contains(&path) {
+                found.push(path.display().to_string());
+            }
+        }
+        found
     }
 
     /// Nothing half-made is left: no temporary folder, no mount under the store.
@@ -477,11 +501,7 @@ fn missing_snapshot_is_unpacked_from_layer() {
     fixture.build().0.unwrap();
 
     // The snapshot is gone, as after a cleanup; the next step needs it as a lower folder.
-    fixture
-        .store()
-        .snapshots()
-        .remove(&fixture.plan.features[0].cache_key)
-        .unwrap();
+    std::fs::remove_dir_all(fixture.snapshot(0)).unwrap();
     fixture.add_step("checks", CHECKS, &[]);
     let (result, events) = fixture.build();
     let results = result.unwrap();
@@ -534,7 +554,7 @@ fn failing_script_reports_code_and_tail() {
     let store = fixture.store();
     let key = &fixture.plan.features[0].cache_key;
     assert!(store.step_record(key).unwrap().is_none());
-    assert!(store.snapshots().get(key).is_none());
+    assert_eq!(fixture.step_snapshots(), Vec::<String>::new());
     fixture.assert_clean();
 }
 
@@ -635,6 +655,106 @@ fn cancel_kills_running_script() {
     );
     let key = &fixture.plan.features[0].cache_key;
     assert!(fixture.store().step_record(key).unwrap().is_none());
-    assert!(fixture.store().snapshots().get(key).is_none());
+    assert_eq!(fixture.step_snapshots(), Vec::<String>::new());
+    fixture.assert_clean();
+}
+
+#[test]
+fn steps_with_the_same_layer_share_one_snapshot() {
+    require_prerequisites!();
+    let mut fixture = Fixture::new();
+    let same = "echo same > /same.txt\n";
+    fixture.add_step("one", same, &[]);
+    fixture.add_step("two", same, &[]);
+    // Its lowers name the shared snapshot twice, which one overlay mount cannot take.
+    fixture.add_step("three", "cat /same.txt\necho third > /third.txt\n", &[]);
+
+    let (result, events) = fixture.build();
+    let results = result.unwrap();
+    assert_eq!(results[0].layer, results[1].layer);
+    assert_eq!(fixture.snapshot(0), fixture.snapshot(1));
+    assert!(
+        events.contains(&Event::StepLog {
+            index: 2,
+            line: "same".into()
+        }),
+        "{events:?}"
+    );
+    assert_eq!(tree(&fixture.snapshot(2)), ["third.txt"]);
+    fixture.assert_clean();
+}
+
+#[test]
+fn rebuild_without_cache_keeps_snapshot_in_place() {
+    use std::os::unix::fs::MetadataExt;
+
+    require_prerequisites!();
+    let mut fixture = Fixture::new();
+    fixture.add_step("changes", CHANGES, &[]);
+    let first = fixture.build().0.unwrap();
+    let snapshot = fixture.snapshot(0);
+    let inode = std::fs::metadata(&snapshot).unwrap().ino();
+
+    let engine = LocalEngine::new(
+        fixture.store(),
+        LocalOptions {
+            no_cache: true,
+            ..LocalOptions::default()
+        },
+    );
+    let again = engine
+        .build(&fixture.plan, &envc::progress::Silent, &Cancel::default())
+        .unwrap();
+    assert!(!again[0].cached);
+    assert_eq!(again[0].layer, first[0].layer);
+    // Another build may have the snapshot mounted: it is the same folder, never a new one.
+    assert_eq!(fixture.snapshot(0), snapshot);
+    assert_eq!(std::fs::metadata(&snapshot).unwrap().ino(), inode);
+    fixture.assert_clean();
+}
+
+#[test]
+fn cancel_while_layer_is_written_records_nothing() {
+    require_prerequisites!();
+    let mut fixture = Fixture::new();
+    fixture.add_step(
+        "big",
+        "head -c 100000000 /dev/urandom > /big\necho written\n",
+        &[],
+    );
+
+    let engine = LocalEngine::new(fixture.store(), LocalOptions::default());
+    let cancel = Cancel::default();
+    let tmp = fixture.root.join("tmp");
+    let (result, waited) = std::thread::scope(|scope| {
+        // The layer's blob is written to a `.blob-` file in `tmp/`: cancel once it appears.
+        let watcher = scope.spawn(|| loop {
+            let writing = std::fs::read_dir(&tmp)
+                .unwrap()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(".blob-"));
+            if writing {
+                cancel.cancel();
+                return Some(Instant::now());
+            }
+            if cancel.is_cancelled() {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        });
+        let result = engine.build(&fixture.plan, &envc::progress::Silent, &cancel);
+        cancel.cancel();
+        let sent = watcher
+            .join()
+            .unwrap()
+            .expect("the layer was being written");
+        (result, sent.elapsed())
+    });
+
+    assert!(matches!(result, Err(Error::Interrupted)), "{result:?}");
+    assert!(waited < Duration::from_secs(5), "took {waited:?} to stop");
+    let key = &fixture.plan.features[0].cache_key;
+    assert!(fixture.store().step_record(key).unwrap().is_none());
+    assert_eq!(fixture.step_snapshots(), Vec::<String>::new());
     fixture.assert_clean();
 }

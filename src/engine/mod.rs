@@ -60,6 +60,9 @@ pub enum Error {
     },
     #[error("{what}")]
     MissingPrerequisite { what: String, hint: String },
+    /// A store path the engine cannot use as given, such as one overlayfs would split.
+    #[error("{what}")]
+    UnusableStore { what: String, hint: String },
     #[error("failed to {action}")]
     Io {
         action: String,
@@ -68,6 +71,15 @@ pub enum Error {
     },
     #[error("interrupted")]
     Interrupted,
+    /// A lower snapshot was removed or replaced while a step's script ran over it.
+    #[error(
+        "snapshot `{}` changed while Feature `{feature}` was built on it",
+        .snapshot.display()
+    )]
+    LowerChanged {
+        feature: String,
+        snapshot: std::path::PathBuf,
+    },
     #[error(transparent)]
     Image(#[from] crate::image::Error),
     #[error(transparent)]
@@ -76,12 +88,19 @@ pub enum Error {
 
 impl Error {
     pub fn is_invalid_input(&self) -> bool {
-        false
+        matches!(self, Error::UnusableStore { .. })
     }
 
     pub fn hint(&self) -> Option<String> {
         match self {
-            Error::MissingPrerequisite { hint, .. } => Some(hint.clone()),
+            Error::MissingPrerequisite { hint, .. } | Error::UnusableStore { hint, .. } => {
+                Some(hint.clone())
+            }
+            Error::LowerChanged { .. } => Some(
+                "another program changed the store during the build; nothing was recorded for \
+                 this step, so build again"
+                    .into(),
+            ),
             Error::ScriptFailed { output_tail, .. } if !output_tail.is_empty() => Some(format!(
                 "the script's last output:\n    {}",
                 output_tail.join("\n    ")

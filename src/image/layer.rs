@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
@@ -24,7 +24,7 @@ use super::compress::ParallelCompressor;
 use super::Error;
 use crate::store::ContentStore;
 
-pub use super::unpack::unpack_layer;
+pub use super::unpack::{unpack_layer, unpack_layer_cancellable};
 
 /// Media type of a gzip-compressed OCI layer.
 pub const MEDIA_TYPE_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
@@ -85,6 +85,37 @@ pub fn write_layer(
     options: &LayerOptions,
     store: &ContentStore,
 ) -> Result<Layer, Error> {
+    write_layer_cancellable(dir, options, store, &|| false)
+}
+
+/// [`write_layer`], asking `cancelled` between entries and between blocks of a file's data, so
+/// that a big layer stops within a moment of a cancel.
+///
+/// # Errors
+/// [`Error::Cancelled`] once `cancelled` returns true: no blob is stored and the temporary file
+/// is removed. Otherwise as [`write_layer`].
+pub fn write_layer_cancellable(
+    dir: &Path,
+    options: &LayerOptions,
+    store: &ContentStore,
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> Result<Layer, Error> {
+    // A read cut short by a cancel surfaces as an I/O error; report it as the cancel it is.
+    write_layer_inner(dir, options, store, cancelled).map_err(|e| {
+        if cancelled() {
+            Error::Cancelled
+        } else {
+            e
+        }
+    })
+}
+
+fn write_layer_inner(
+    dir: &Path,
+    options: &LayerOptions,
+    store: &ContentStore,
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> Result<Layer, Error> {
     let entries = collect_entries(dir)?;
 
     let tmp = store.temp_file()?;
@@ -104,11 +135,15 @@ pub fn write_layer(
 
     let mut first_paths: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     for entry in &entries {
+        if cancelled() {
+            return Err(Error::Cancelled);
+        }
         append_entry(
             &mut builder,
             entry,
             options.source_date_epoch,
             &mut first_paths,
+            cancelled,
         )?;
     }
 
@@ -119,9 +154,15 @@ pub fn write_layer(
     let file = file
         .into_inner()
         .map_err(|e| io_err("write")(e.into_error()))?;
+    // Readable by everyone, like any published image content: the temporary file is 0600.
+    file.set_permissions(fs::Permissions::from_mode(BLOB_MODE))
+        .map_err(io_err("set the mode of"))?;
     file.sync_all().map_err(io_err("sync"))?;
     drop(file);
 
+    if cancelled() {
+        return Err(Error::Cancelled);
+    }
     store.persist_blob(tmp, &digest)?;
     Ok(Layer {
         digest,
@@ -129,6 +170,25 @@ pub fn write_layer(
         size,
         media_type: options.compression.media_type().to_string(),
     })
+}
+
+/// Permissions of a layer blob in the store.
+const BLOB_MODE: u32 = 0o644;
+
+/// A reader that fails once `cancelled` returns true, checked before every read.
+pub(crate) struct CancellableReader<'a, R> {
+    pub(crate) inner: R,
+    pub(crate) cancelled: &'a (dyn Fn() -> bool + Sync),
+}
+
+impl<R: Read> Read for CancellableReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if (self.cancelled)() {
+            // Not `ErrorKind::Interrupted`: readers retry that one.
+            return Err(io::Error::other("cancelled"));
+        }
+        self.inner.read(buf)
+    }
 }
 
 /// A tar entry to write: its name in the tar and the file system object it comes from.
@@ -224,6 +284,7 @@ fn append_entry<W: Write>(
     entry: &Entry,
     epoch: i64,
     first_paths: &mut HashMap<(u64, u64), Vec<u8>>,
+    cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<(), Error> {
     let meta = &entry.meta;
     let mut header = tar::Header::new_ustar();
@@ -269,7 +330,11 @@ fn append_entry<W: Write>(
         header.set_size(meta.len());
         let file = fs::File::open(&entry.source).map_err(io("open", &entry.source))?;
         // Read exactly the size in the header, so a file growing meanwhile cannot corrupt it.
-        write_header(builder, header, &name, None, xattrs, file.take(meta.len()))
+        let data = CancellableReader {
+            inner: file.take(meta.len()),
+            cancelled,
+        };
+        write_header(builder, header, &name, None, xattrs, data)
     } else if file_type.is_symlink() {
         header.set_entry_type(tar::EntryType::Symlink);
         let target = fs::read_link(&entry.source).map_err(io("read link", &entry.source))?;
@@ -617,6 +682,78 @@ mod tests {
                 .collect();
             assert_eq!(digests[0], digests[1], "{compression:?}");
         }
+    }
+
+    /// Returns a cancel check that returns true from its `after`th call on.
+    fn cancel_after(after: usize) -> impl Fn() -> bool + Sync {
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        move || calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= after
+    }
+
+    #[test]
+    fn cancelled_layer_write_stores_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fs::create_dir(&src).unwrap();
+        fs::write(src.join("big"), vec![7u8; 4 << 20]).unwrap();
+        fs::write(src.join("small"), b"x").unwrap();
+        let store = store(tmp.path());
+
+        // Stopped before the first entry, and in the middle of the big file's data.
+        for after in [0, 3] {
+            let err = write_layer_cancellable(
+                &src,
+                &options(Compression::Gzip),
+                &store,
+                &cancel_after(after),
+            )
+            .unwrap_err();
+            assert!(matches!(err, Error::Cancelled), "after {after}: {err}");
+        }
+        assert_eq!(fs::read_dir(tmp.path().join("tmp")).unwrap().count(), 0);
+        let blobs = tmp.path().join("oci/blobs/sha256");
+        assert!(!blobs.exists() || fs::read_dir(&blobs).unwrap().count() == 0);
+
+        let layer =
+            write_layer_cancellable(&src, &options(Compression::Gzip), &store, &|| false).unwrap();
+        assert_eq!(
+            layer,
+            write_layer(&src, &options(Compression::Gzip), &store).unwrap()
+        );
+    }
+
+    #[test]
+    fn layer_blob_is_readable_by_everyone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fs::create_dir(&src).unwrap();
+        fs::write(src.join("file"), b"x").unwrap();
+        let store = store(tmp.path());
+        let layer = write_layer(&src, &options(Compression::Zstd), &store).unwrap();
+        let mode = fs::metadata(store.blob_path(&layer.digest)).unwrap().mode();
+        assert_eq!(mode & 0o777, 0o644);
+    }
+
+    #[test]
+    fn cancelled_unpack_stops() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fs::create_dir(&src).unwrap();
+        fs::write(src.join("big"), vec![7u8; 4 << 20]).unwrap();
+        let store = store(tmp.path());
+        let layer = write_layer(&src, &options(Compression::Gzip), &store).unwrap();
+        let blob = store.blob_path(&layer.digest);
+
+        for after in [0, 3] {
+            let dest = tmp.path().join(format!("dest-{after}"));
+            let err =
+                unpack_layer_cancellable(&blob, &layer.media_type, &dest, &cancel_after(after))
+                    .unwrap_err();
+            assert!(matches!(err, Error::Cancelled), "after {after}: {err}");
+        }
+        let dest = tmp.path().join("whole");
+        unpack_layer_cancellable(&blob, &layer.media_type, &dest, &|| false).unwrap();
+        assert_eq!(fs::metadata(dest.join("big")).unwrap().len(), 4 << 20);
     }
 
     #[test]

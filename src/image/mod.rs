@@ -28,6 +28,9 @@ pub enum Error {
     UnsafeEntry { entry: String },
     #[error("invalid image document: {0}")]
     InvalidDocument(String),
+    /// The caller's cancel check returned true, so nothing was stored.
+    #[error("cancelled")]
+    Cancelled,
     #[error(transparent)]
     Store(#[from] crate::store::Error),
 }

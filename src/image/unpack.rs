@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use nix::libc;
 
 use super::fsmeta;
-use super::layer::{io, OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX};
+use super::layer::{io, CancellableReader, OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX};
 use super::Error;
 
 const XATTR_PAX_PREFIX: &str = "SCHILY.xattr.";
@@ -29,6 +29,36 @@ const XATTR_PAX_PREFIX: &str = "SCHILY.xattr.";
 /// [`Error::UnsafeEntry`] for an entry that would land outside `dest`;
 /// [`Error::InvalidDocument`] for a malformed archive; [`Error::Io`] otherwise.
 pub fn unpack_layer(blob: &Path, media_type: &str, dest: &Path) -> Result<(), Error> {
+    unpack_layer_cancellable(blob, media_type, dest, &|| false)
+}
+
+/// [`unpack_layer`], asking `cancelled` between entries and between blocks of a file's data.
+///
+/// # Errors
+/// [`Error::Cancelled`] once `cancelled` returns true; `dest` is then left half filled, for the
+/// caller to remove. Otherwise as [`unpack_layer`].
+pub fn unpack_layer_cancellable(
+    blob: &Path,
+    media_type: &str,
+    dest: &Path,
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> Result<(), Error> {
+    // A read cut short by a cancel surfaces as an I/O error; report it as the cancel it is.
+    unpack_inner(blob, media_type, dest, cancelled).map_err(|e| {
+        if cancelled() {
+            Error::Cancelled
+        } else {
+            e
+        }
+    })
+}
+
+fn unpack_inner(
+    blob: &Path,
+    media_type: &str,
+    dest: &Path,
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> Result<(), Error> {
     tracing::trace!(
         "unpacking `{}` ({media_type}) into `{}`",
         blob.display(),
@@ -50,8 +80,11 @@ pub fn unpack_layer(blob: &Path, media_type: &str, dest: &Path) -> Result<(), Er
     let mut folders: Vec<(PathBuf, i64)> = Vec::new();
     let entries = archive.entries().map_err(io("read", blob))?;
     for entry in entries {
+        if cancelled() {
+            return Err(Error::Cancelled);
+        }
         let entry = entry.map_err(|e| bad_archive(blob, e))?;
-        unpack_entry(entry, dest, blob, &mut folders)?;
+        unpack_entry(entry, dest, blob, &mut folders, cancelled)?;
     }
 
     // Folder times last: creating their children changed them.
@@ -66,6 +99,7 @@ fn unpack_entry<R: Read>(
     dest: &Path,
     blob: &Path,
     folders: &mut Vec<(PathBuf, i64)>,
+    cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<(), Error> {
     let raw_path = entry.path_bytes().into_owned();
     let parts = safe_parts(&raw_path)?;
@@ -111,7 +145,11 @@ fn unpack_entry<R: Read>(
         tar::EntryType::Regular | tar::EntryType::Continuous => {
             remove_existing(&target)?;
             let mut file = fs::File::create_new(&target).map_err(io("create", &target))?;
-            std::io::copy(&mut entry, &mut file).map_err(io("write", &target))?;
+            let mut data = CancellableReader {
+                inner: &mut entry,
+                cancelled,
+            };
+            std::io::copy(&mut data, &mut file).map_err(io("write", &target))?;
         }
         tar::EntryType::Symlink => {
             let link = entry

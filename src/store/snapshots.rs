@@ -1,9 +1,11 @@
 //! Unpacked layers, one folder each, in overlayfs's on-disk format, so that the local engine can
 //! stack them as lower folders of an overlay mount.
 //!
-//! A base image layer is kept under its `diff_id`, a built step under its cache key. A snapshot
-//! becomes visible only by renaming a finished folder into place from the store's `tmp/`, which
-//! is on the same filesystem, so a crash or an error leaves no half-made snapshot behind.
+//! Snapshots are content-addressed: every layer, of a base image or of a built step, is kept
+//! under its `diff_id`, so one id always names the same content. A snapshot becomes visible
+//! only by renaming a finished folder into place from the store's `tmp/`, which is on the same
+//! filesystem, so a crash or an error leaves no half-made snapshot behind. A snapshot in place
+//! is never removed or replaced, because another build may have it mounted as a lower folder.
 
 use std::path::{Path, PathBuf};
 
@@ -65,37 +67,28 @@ impl Snapshots {
     }
 
     /// Moves the finished folder `dir`, which must be on the store's filesystem, into place as
-    /// snapshot `id`. If the snapshot already exists, `dir` is removed and the existing one kept.
+    /// snapshot `id`. If the snapshot already exists, `dir` is removed and the existing one kept:
+    /// the same id means the same content, and the existing folder may be mounted right now.
     pub fn insert(&self, id: &str, dir: &Path) -> Result<PathBuf, Error> {
+        use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+
         let path = self.path(id);
-        match std::fs::rename(dir, &path) {
+        // A plain rename would replace an existing empty folder; this one never replaces.
+        match renameat2(
+            AT_FDCWD,
+            dir,
+            AT_FDCWD,
+            &path,
+            RenameFlags::RENAME_NOREPLACE,
+        ) {
             Ok(()) => Ok(path),
             // Another build finished the same snapshot first; both have the same content.
             Err(_) if path.is_dir() => {
                 remove_tree(dir)?;
                 Ok(path)
             }
-            Err(e) => Err(Error::io("move into place", &path)(e)),
+            Err(errno) => Err(Error::io("move into place", &path)(errno.into())),
         }
-    }
-
-    /// Removes snapshot `id`, for example one whose content turned out wrong. Removing a
-    /// snapshot that does not exist is not an error.
-    ///
-    /// The folder is first renamed into `tmp/`, so a removal cut short leaves no partial
-    /// snapshot under its key.
-    pub fn remove(&self, id: &str) -> Result<(), Error> {
-        let path = self.path(id);
-        if !path.exists() {
-            return Ok(());
-        }
-        let grave = tempfile::Builder::new()
-            .prefix("removing-")
-            .tempdir_in(&self.tmp)
-            .map_err(Error::io("create", &self.tmp))?;
-        let target = grave.path().join("fs");
-        std::fs::rename(&path, &target).map_err(Error::io("move away", &path))?;
-        remove_tree(grave.path())
     }
 }
 
@@ -181,17 +174,22 @@ mod tests {
     }
 
     #[test]
-    fn remove_deletes_the_snapshot_and_tolerates_a_missing_one() {
+    fn insert_keeps_an_existing_empty_snapshot_in_place() {
+        use std::os::unix::fs::MetadataExt;
+
         let (root, snapshots) = snapshots();
-        let path = snapshots
-            .ensure(ID, |dir| {
-                let sub = dir.join("a/b");
-                std::fs::create_dir_all(&sub).map_err(Error::io("create", &sub))
-            })
-            .unwrap();
-        snapshots.remove(ID).unwrap();
-        assert!(!path.exists());
+        let first = root.path().join("tmp/first");
+        std::fs::create_dir(&first).unwrap();
+        let path = snapshots.insert(ID, &first).unwrap();
+        let inode = std::fs::metadata(&path).unwrap().ino();
+
+        // An empty folder is what a rename would silently replace.
+        let second = root.path().join("tmp/second");
+        std::fs::create_dir(&second).unwrap();
+        assert_eq!(snapshots.insert(ID, &second).unwrap(), path);
+
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode);
+        assert!(!second.exists());
         assert_eq!(tmp_entries(root.path()), 0);
-        snapshots.remove(ID).unwrap();
     }
 }

@@ -5,8 +5,14 @@
 //! stacks the snapshots of the base layers and of the steps before it as overlay lower folders
 //! (unpacking any that are missing from their blobs), runs the install script in a container
 //! whose root is the merged folder, removes what the runtime itself left in the upper folder,
-//! writes the upper folder as a layer, keeps it as the step's snapshot and only then records
-//! the step. Mounts, containers and temporary folders are cleaned up on every way out.
+//! writes the upper folder as a layer, keeps it as the snapshot of that layer and only then
+//! records the step. Mounts, containers and temporary folders are cleaned up on every way out.
+//!
+//! Snapshots are keyed by their layer's `diff_id`, never by a cache key, so builds sharing a
+//! store never remove or replace a snapshot another build has mounted: a step that runs again
+//! either makes the same layer, whose snapshot is kept, or a new one under a new id. A cancel
+//! is honoured between lowers, before the script starts, while the layer is written and before
+//! anything is stored, so an interrupted step records nothing.
 //!
 //! Not handled here: fetching the base image (its blobs must be in the store already) and
 //! assembling the image from the layers.
@@ -21,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::{Cancel, Error, Network, StepResult};
-use crate::image::layer::{unpack_layer, write_layer};
+use crate::image::layer::{unpack_layer_cancellable, write_layer_cancellable};
 use crate::image::{Layer, LayerOptions};
 use crate::plan::{BuildPlan, Step};
 use crate::progress::{Event, Reporter};
@@ -42,13 +48,12 @@ pub struct LocalEngine {
     options: LocalOptions,
 }
 
-/// A layer below a step, in build order.
+/// A layer below a step, in build order, kept as a snapshot under its diff_id.
 #[derive(Debug, Clone)]
-enum Lower {
-    /// A base image layer, kept as a snapshot under its diff_id.
-    Base { layer: Layer },
-    /// A step's layer, kept as a snapshot under the step's cache key.
-    Step { cache_key: String, layer: Layer },
+struct Lower {
+    layer: Layer,
+    /// Whether it is a base image layer (its unpacking is reported).
+    base: bool,
 }
 
 impl LocalEngine {
@@ -86,7 +91,7 @@ impl LocalEngine {
 
         let mut lowers: Vec<Lower> = base_layers(plan)?
             .into_iter()
-            .map(|layer| Lower::Base { layer })
+            .map(|layer| Lower { layer, base: true })
             .collect();
         let total = plan.features.len();
         let mut results = Vec::with_capacity(total);
@@ -106,7 +111,7 @@ impl LocalEngine {
                     (record.layer, true)
                 }
                 (None, Some(runc)) => {
-                    let lower_dirs = self.lower_dirs(&lowers, reporter)?;
+                    let lower_dirs = self.lower_dirs(&lowers, reporter, cancel)?;
                     reporter.report(Event::StepStarted {
                         index,
                         total,
@@ -124,9 +129,9 @@ impl LocalEngine {
                 }
                 (None, None) => unreachable!("prerequisites are checked when a step must run"),
             };
-            lowers.push(Lower::Step {
-                cache_key: step.cache_key.clone(),
+            lowers.push(Lower {
                 layer: layer.clone(),
+                base: false,
             });
             results.push(StepResult {
                 layer,
@@ -161,8 +166,10 @@ impl LocalEngine {
         Ok(self.store.step_record(&step.cache_key)?)
     }
 
-    /// Root, runc and overlayfs, in that order; returns the runc to use.
+    /// The store path, root, runc and overlayfs, in that order; returns the runc to use.
     fn check_prerequisites(&self) -> Result<runc::Runc, Error> {
+        // First, so a path overlayfs would split is named as such, not as a failed mount.
+        overlay::mountable(self.store.root())?;
         prereq::check_root()?;
         let binary = prereq::find_runc()?;
         let scratch = self.store.temp_dir("probe-")?;
@@ -174,32 +181,51 @@ impl LocalEngine {
     }
 
     /// The snapshot folders of `lowers`, newest first, unpacking any that are missing.
-    fn lower_dirs(&self, lowers: &[Lower], reporter: &dyn Reporter) -> Result<Vec<PathBuf>, Error> {
+    ///
+    /// A layer that comes again higher up is left out lower down, because overlayfs rejects
+    /// the same folder twice and the higher copy sets every path it contains anyway.
+    ///
+    /// # Errors
+    /// [`Error::Interrupted`] on a cancel, between layers or while one is unpacked.
+    fn lower_dirs(
+        &self,
+        lowers: &[Lower],
+        reporter: &dyn Reporter,
+        cancel: &Cancel,
+    ) -> Result<Vec<PathBuf>, Error> {
         let snapshots = self.store.snapshots();
+        let cancelled = || cancel.is_cancelled();
+        let mut seen = std::collections::HashSet::new();
         let mut dirs = Vec::with_capacity(lowers.len());
-        for lower in lowers.iter().rev() {
-            let (id, layer) = match lower {
-                Lower::Base { layer } => (layer.diff_id.as_str(), layer),
-                Lower::Step { cache_key, layer } => (cache_key.as_str(), layer),
-            };
-            let dir = snapshots.ensure(id, |dest| {
+        for Lower { layer, base } in lowers.iter().rev() {
+            if !seen.insert(layer.diff_id.as_str()) {
+                continue;
+            }
+            if cancel.is_cancelled() {
+                return Err(Error::Interrupted);
+            }
+            let dir = snapshots.ensure(&layer.diff_id, |dest| {
                 let blob = self.store.content().blob_path(&layer.digest);
                 if !blob.is_file() {
                     return Err(crate::store::Error::MissingBlob(layer.digest.clone()).into());
                 }
-                if let Lower::Base { .. } = lower {
+                if *base {
                     let short = layer.digest.get(..19).unwrap_or(&layer.digest);
                     reporter.report(Event::Base {
                         message: format!("unpacking layer {short}"),
                     });
                 }
-                Ok::<_, Error>(unpack_layer(&blob, &layer.media_type, dest)?)
+                unpack_layer_cancellable(&blob, &layer.media_type, dest, &cancelled)
+                    .map_err(engine_error)
             })?;
             dirs.push(dir);
         }
         if dirs.is_empty() {
             // overlayfs needs at least one lower folder; a base without layers gets an empty one.
             dirs.push(snapshots.ensure("empty", |_| Ok::<_, Error>(()))?);
+        }
+        if cancel.is_cancelled() {
+            return Err(Error::Interrupted);
         }
         Ok(dirs)
     }
@@ -239,6 +265,7 @@ impl LocalEngine {
         let (upper, work, merged, bundle_dir) =
             (dir("upper")?, dir("work")?, dir("merged")?, dir("bundle")?);
 
+        let pinned = PinnedLowers::record(lower_dirs)?;
         let mount = overlay::OverlayMount::mount(lower_dirs, &upper, &work, &merged)?;
 
         let command = bundle::merged_output_command(&merged, &step.command);
@@ -270,8 +297,16 @@ impl LocalEngine {
             ..runc.clone()
         };
         let on_line = |line: String| reporter.report(Event::StepLog { index, line });
+        if cancel.is_cancelled() {
+            return Err(Error::Interrupted);
+        }
         let finished = runc.run(&bundle_dir, &runc::container_id(), &on_line, cancel)?;
         mount.unmount()?;
+        // A script that lost its lower files midway has not built what its record would claim.
+        pinned.check(&step.id)?;
+        if cancel.is_cancelled() {
+            return Err(Error::Interrupted);
+        }
         if finished.exit_code != 0 {
             return Err(Error::ScriptFailed {
                 feature: step.id.clone(),
@@ -286,13 +321,18 @@ impl LocalEngine {
             compression: plan.settings.compression,
             source_date_epoch: plan.settings.source_date_epoch,
         };
-        let layer = write_layer(&upper, &options, self.store.content())?;
+        let cancelled = || cancel.is_cancelled();
+        let layer = write_layer_cancellable(&upper, &options, self.store.content(), &cancelled)
+            .map_err(engine_error)?;
 
-        // A step that ran again replaces its old snapshot, so later steps build on what its
-        // layer holds.
-        let snapshots = self.store.snapshots();
-        snapshots.remove(&step.cache_key)?;
-        snapshots.insert(&step.cache_key, &upper)?;
+        // Keyed by content: if this layer's snapshot exists, it is kept and `upper` dropped.
+        if cancel.is_cancelled() {
+            return Err(Error::Interrupted);
+        }
+        self.store.snapshots().insert(&layer.diff_id, &upper)?;
+        if cancel.is_cancelled() {
+            return Err(Error::Interrupted);
+        }
         self.store.put_step_record(
             &step.cache_key,
             &StepRecord {
@@ -301,6 +341,54 @@ impl LocalEngine {
         )?;
         Ok(layer)
     }
+}
+
+/// Converts an image error to an engine error, and a cancel to [`Error::Interrupted`].
+fn engine_error(error: crate::image::Error) -> Error {
+    match error {
+        crate::image::Error::Cancelled => Error::Interrupted,
+        other => Error::Image(other),
+    }
+}
+
+/// The lower folders of a mount with the identity (device, inode) each had when mounted, to
+/// tell afterwards whether one was removed or replaced while a script ran over it.
+struct PinnedLowers(Vec<(PathBuf, (u64, u64))>);
+
+impl PinnedLowers {
+    fn record(dirs: &[PathBuf]) -> Result<PinnedLowers, Error> {
+        let pinned = dirs
+            .iter()
+            .map(|dir| Ok((dir.clone(), identity(dir)?)))
+            .collect::<Result<_, Error>>()?;
+        Ok(PinnedLowers(pinned))
+    }
+
+    /// Checks that every folder is still the one that was mounted.
+    ///
+    /// # Errors
+    /// [`Error::LowerChanged`] naming the first folder that is gone or is another folder now.
+    fn check(&self, feature: &str) -> Result<(), Error> {
+        for (dir, before) in &self.0 {
+            if identity(dir).ok().as_ref() != Some(before) {
+                return Err(Error::LowerChanged {
+                    feature: feature.to_string(),
+                    snapshot: dir.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn identity(dir: &Path) -> Result<(u64, u64), Error> {
+    use std::os::unix::fs::MetadataExt;
+
+    let meta = std::fs::metadata(dir).map_err(|source| Error::Io {
+        action: format!("read snapshot `{}`", dir.display()),
+        source,
+    })?;
+    Ok((meta.dev(), meta.ino()))
 }
 
 /// The base image's layers, bottom first, from the plan's manifest and config bytes.
@@ -451,6 +539,39 @@ mod tests {
             result,
             Err(Error::Interrupted | Error::MissingPrerequisite { .. })
         ));
+    }
+
+    #[test]
+    fn pinned_lowers_notice_a_replaced_or_removed_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs: Vec<PathBuf> = ["a", "b"].iter().map(|n| root.path().join(n)).collect();
+        for dir in &dirs {
+            std::fs::create_dir(dir).unwrap();
+        }
+        let pinned = PinnedLowers::record(&dirs).unwrap();
+        pinned.check("f").unwrap();
+
+        // Replaced: the same path, another folder.
+        std::fs::rename(&dirs[1], root.path().join("old")).unwrap();
+        std::fs::create_dir(&dirs[1]).unwrap();
+        let err = pinned.check("f").unwrap_err();
+        assert!(matches!(err, Error::LowerChanged { .. }), "{err}");
+        assert!(err.to_string().contains("`f`"), "{err}");
+
+        std::fs::remove_dir(&dirs[1]).unwrap();
+        assert!(pinned.check("f").is_err());
+    }
+
+    #[test]
+    fn store_path_that_overlayfs_would_split_is_refused_first() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(&root.path().join("store,with:marks")).unwrap();
+        let engine = LocalEngine::new(store, LocalOptions::default());
+        let err = engine.check_prerequisites().unwrap_err();
+        assert!(matches!(err, Error::UnusableStore { .. }), "{err}");
+        assert!(err.is_invalid_input());
+        assert!(err.to_string().contains("store,with:marks"), "{err}");
+        assert!(err.hint().unwrap().contains("plain path"));
     }
 
     fn test_plan() -> BuildPlan {

@@ -82,18 +82,7 @@ fn unmount(target: &Path) -> Result<(), Error> {
 fn mount_data(lowers: &[PathBuf], upper: &Path, work: &Path) -> Result<String, Error> {
     let mut paths = Vec::with_capacity(lowers.len());
     for path in lowers.iter().map(PathBuf::as_path).chain([upper, work]) {
-        let text = path.to_str().filter(|t| !t.contains([',', ':', '\\']));
-        let Some(text) = text else {
-            return Err(Error::MissingPrerequisite {
-                what: format!(
-                    "store path `{}` cannot be used in an overlay mount: it contains `,`, `:` \
-                     or `\\`, or is not UTF-8",
-                    path.display()
-                ),
-                hint: "put the store under a plain path with `--store DIR` or `ENVC_STORE`".into(),
-            });
-        };
-        paths.push(text);
+        paths.push(mountable(path)?);
     }
     let (work, upper) = (
         paths.pop().unwrap_or_default(),
@@ -119,6 +108,23 @@ fn mount_data(lowers: &[PathBuf], upper: &Path, work: &Path) -> Result<String, E
         });
     }
     Ok(data)
+}
+
+/// Returns `path` as text for overlay mount options.
+///
+/// # Errors
+/// [`Error::UnusableStore`] when it contains `,`, `:` or `\`, which overlayfs would split at
+/// or take as an escape, or is not UTF-8.
+pub(super) fn mountable(path: &Path) -> Result<&str, Error> {
+    let text = path.to_str().filter(|t| !t.contains([',', ':', '\\']));
+    text.ok_or_else(|| Error::UnusableStore {
+        what: format!(
+            "store path `{}` cannot be used in an overlay mount: it contains `,`, `:` or `\\`, \
+             or is not UTF-8",
+            path.display()
+        ),
+        hint: "put the store under a plain path with `--store DIR` or `ENVC_STORE`".into(),
+    })
 }
 
 /// The most bytes of mount options the kernel reads: one page, including the final NUL.
