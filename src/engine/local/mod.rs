@@ -78,8 +78,11 @@ impl LocalEngine {
             .iter()
             .map(|step| self.cached_record(step))
             .collect::<Result<Vec<_>, _>>()?;
+        let checked = Instant::now();
         let runc = if records.iter().any(Option::is_none) {
-            Some(self.check_prerequisites()?)
+            let runc = self.check_prerequisites()?;
+            tracing::debug!("prerequisites checked in {:?}", checked.elapsed());
+            Some(runc)
         } else {
             None
         };
@@ -223,7 +226,9 @@ impl LocalEngine {
         let (upper, work, merged, bundle_dir) =
             (dir("upper")?, dir("work")?, dir("merged")?, dir("bundle")?);
 
+        let started = Instant::now();
         let mount = overlay::OverlayMount::mount(lower_dirs, &upper, &work, &merged)?;
+        let mounted = started.elapsed();
 
         let command = bundle::merged_output_command(&merged, &step.command);
         let spec_input = bundle::BundleSpec {
@@ -254,7 +259,9 @@ impl LocalEngine {
             ..runc.clone()
         };
         let on_line = |line: String| reporter.report(Event::StepLog { index, line });
+        let prepared = started.elapsed();
         let finished = runc.run(&bundle_dir, &runc::container_id(), &on_line, cancel)?;
+        let ran = started.elapsed();
         mount.unmount()?;
         if finished.exit_code != 0 {
             return Err(Error::ScriptFailed {
@@ -270,7 +277,9 @@ impl LocalEngine {
             compression: plan.settings.compression,
             source_date_epoch: plan.settings.source_date_epoch,
         };
+        let cleaned = started.elapsed();
         let layer = write_layer(&upper, &options, self.store.content())?;
+        let written = started.elapsed();
 
         // A step that ran again replaces its old snapshot, so later steps build on what its
         // layer holds.
@@ -283,6 +292,18 @@ impl LocalEngine {
                 layer: layer.clone(),
             },
         )?;
+        tracing::debug!(
+            "step `{}` took {:?}: mount {:?}, prepare {:?}, run {:?}, clean {:?}, layer {:?}, \
+             record {:?}",
+            step.id,
+            started.elapsed(),
+            mounted,
+            prepared - mounted,
+            ran - prepared,
+            cleaned - ran,
+            written - cleaned,
+            started.elapsed() - written,
+        );
         Ok(layer)
     }
 }
