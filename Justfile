@@ -39,6 +39,12 @@ test: check registry
 test-unit:
     cargo test --lib
 
-# Benchmarks (criterion micro-benchmarks).
+# envc against the devcontainers CLI and a Dockerfile through buildx (writes BENCHMARKS.md, needs
+# root), then the criterion micro-benchmarks.
 bench:
+    scripts/bench/run.sh
+    cargo bench
+
+# Only the criterion micro-benchmarks in benches/.
+bench-micro:
     cargo bench

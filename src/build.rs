@@ -308,6 +308,13 @@ pub async fn build(
     let push_started = Instant::now();
     let mut pushed = Vec::new();
     for destination in &outputs.push {
+        if let Some(pushed_ref) = already_pushed(&registry, &manifest_digest, destination).await {
+            reporter.report(Event::Info {
+                message: format!("{pushed_ref} is up to date, nothing pushed"),
+            });
+            pushed.push(pushed_ref);
+            continue;
+        }
         let pushed_ref = push_image(&store, &registry, &manifest_digest, destination).await?;
         reporter.report(Event::Info {
             message: format!("pushed {pushed_ref}"),
@@ -652,6 +659,31 @@ async fn wait_cancelled(cancel: &Cancel) {
 fn layout_blob(dir: &Path, digest: &str) -> PathBuf {
     let (algorithm, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
     dir.join("blobs").join(algorithm).join(hex)
+}
+
+/// The pushed reference `registry/repository:tag@sha256:...` when `destination` already names
+/// the manifest `manifest_digest`, found with one manifest request. Any failure counts as not
+/// pushed, so that the push itself reports it.
+async fn already_pushed(
+    registry: &RegistryClient,
+    manifest_digest: &str,
+    destination: &str,
+) -> Option<String> {
+    let target = ImageRef::parse(destination).ok()?;
+    match registry.fetch_manifest(&target).await {
+        Ok(found) if found.digest == manifest_digest => Some(format!("{target}@{}", found.digest)),
+        Ok(found) => {
+            tracing::debug!(
+                "`{target}` names `{}`, pushing `{manifest_digest}`",
+                found.digest
+            );
+            None
+        }
+        Err(e) => {
+            tracing::debug!("`{target}` has no manifest to compare: {e}");
+            None
+        }
+    }
 }
 
 /// Pushes the image `manifest_digest` from the store to `destination` and returns the pushed

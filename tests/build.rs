@@ -239,3 +239,37 @@ fn common_utils_and_git_install_from_debian() {
     assert!(out.starts_with("vscode\n"), "{out}");
     assert!(out.contains("git version"), "{out}");
 }
+
+#[test]
+fn unchanged_rebuild_with_push_pushes_nothing() {
+    if !can_build("unchanged_rebuild_with_push_pushes_nothing") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let project = anchor(&scratch);
+    let push_ref = format!("{REGISTRY}/envc-test/anchor-noop:{}", std::process::id());
+    let build = || {
+        let output = scratch.envc(&[
+            "build",
+            project.to_str().unwrap(),
+            "--push",
+            &push_ref,
+            "--progress",
+            "plain",
+            "--json",
+        ]);
+        assert!(output.status.success(), "build failed: {}", stderr(&output));
+        output
+    };
+
+    let first = build();
+    assert!(stderr(&first).contains("pushed "), "{}", stderr(&first));
+    let second = build();
+    let log = stderr(&second);
+    assert!(log.contains("image is up to date"), "{log}");
+    assert!(log.contains("is up to date, nothing pushed"), "{log}");
+    assert!(!log.contains("\npushed "), "{log}");
+    let (first, second) = (json(&first), json(&second));
+    assert_eq!(second["upToDate"], true);
+    assert_eq!(first["pushed"], second["pushed"]);
+}

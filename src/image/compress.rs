@@ -18,6 +18,9 @@ const GZIP_BLOCK: usize = 1 << 20;
 const ZSTD_BLOCK: usize = 4 << 20;
 /// zlib level 6, the usual default.
 const GZIP_LEVEL: u32 = 6;
+/// A gzip block whose level-1 deflate output is at least this share of its size, in tenths, is
+/// stored uncompressed instead.
+const STORE_AT_TENTHS: usize = 9;
 /// zstd's default level.
 const ZSTD_LEVEL: i32 = 3;
 
@@ -107,15 +110,37 @@ impl<W: Write> Write for ParallelCompressor<W> {
 fn compress_block(compression: Compression, block: &[u8]) -> io::Result<Vec<u8>> {
     match compression {
         Compression::Gzip => {
+            // Random or already compressed data gains nothing from level 6, which is several
+            // times slower on it than a trial at level 1. The choice depends only on the block.
+            let level = if is_incompressible(block) {
+                flate2::Compression::none()
+            } else {
+                flate2::Compression::new(GZIP_LEVEL)
+            };
             // No file name, mtime 0 and the "unknown" OS byte: the header is the same everywhere.
-            let mut encoder = flate2::GzBuilder::new().operating_system(255).write(
-                Vec::with_capacity(block.len() / 2),
-                flate2::Compression::new(GZIP_LEVEL),
-            );
+            let mut encoder = flate2::GzBuilder::new()
+                .operating_system(255)
+                .write(Vec::with_capacity(block.len() / 2), level);
             encoder.write_all(block)?;
             encoder.finish()
         }
         Compression::Zstd => zstd::bulk::compress(block, ZSTD_LEVEL),
+    }
+}
+
+/// Whether deflate at level 1 leaves `block` at [`STORE_AT_TENTHS`] or more of its size.
+fn is_incompressible(block: &[u8]) -> bool {
+    if block.is_empty() {
+        return false;
+    }
+    let limit = block.len() / 10 * STORE_AT_TENTHS;
+    let mut deflate = flate2::Compress::new(flate2::Compression::fast(), false);
+    let mut out = Vec::with_capacity(limit);
+    match deflate.compress_vec(block, &mut out, flate2::FlushCompress::Finish) {
+        // Finished within the limit: the block compresses well enough for level 6.
+        Ok(flate2::Status::StreamEnd) => false,
+        // The output reached the limit first, or deflate failed: store the block.
+        _ => true,
     }
 }
 
@@ -167,6 +192,41 @@ mod tests {
         let two = compress_with_threads(Compression::Zstd, &data, 2);
         assert_eq!(one, two);
         let back = zstd::stream::decode_all(&one[..]).unwrap();
+        assert_eq!(back, data);
+    }
+
+    fn noise(len: usize) -> Vec<u8> {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn random_blocks_are_stored_and_text_is_compressed() {
+        assert!(is_incompressible(&noise(GZIP_BLOCK)));
+        assert!(!is_incompressible(&sample(GZIP_BLOCK)));
+        assert!(!is_incompressible(&[]));
+    }
+
+    #[test]
+    fn mixed_random_and_text_decodes_the_same_on_any_thread_count() {
+        let mut data = noise(2 * GZIP_BLOCK);
+        data.extend(sample(GZIP_BLOCK + 77));
+        let one = compress_with_threads(Compression::Gzip, &data, 1);
+        let two = compress_with_threads(Compression::Gzip, &data, 2);
+        assert_eq!(one, two);
+        // Stored random blocks cost a few bytes each; the text block shrinks.
+        assert!(one.len() < 2 * GZIP_BLOCK + GZIP_BLOCK / 2, "{}", one.len());
+        let mut back = Vec::new();
+        flate2::read::MultiGzDecoder::new(&one[..])
+            .read_to_end(&mut back)
+            .unwrap();
         assert_eq!(back, data);
     }
 

@@ -83,8 +83,11 @@ impl LocalEngine {
             .iter()
             .map(|step| self.cached_record(step))
             .collect::<Result<Vec<_>, _>>()?;
+        let checked = Instant::now();
         let runc = if records.iter().any(Option::is_none) {
-            Some(self.check_prerequisites()?)
+            let runc = self.check_prerequisites()?;
+            tracing::debug!("prerequisites checked in {:?}", checked.elapsed());
+            Some(runc)
         } else {
             None
         };
@@ -266,7 +269,9 @@ impl LocalEngine {
             (dir("upper")?, dir("work")?, dir("merged")?, dir("bundle")?);
 
         let pinned = PinnedLowers::record(lower_dirs)?;
+        let started = Instant::now();
         let mount = overlay::OverlayMount::mount(lower_dirs, &upper, &work, &merged)?;
+        let mounted = started.elapsed();
 
         let command = bundle::merged_output_command(&merged, &step.command);
         let spec_input = bundle::BundleSpec {
@@ -300,7 +305,9 @@ impl LocalEngine {
         if cancel.is_cancelled() {
             return Err(Error::Interrupted);
         }
+        let prepared = started.elapsed();
         let finished = runc.run(&bundle_dir, &runc::container_id(), &on_line, cancel)?;
+        let ran = started.elapsed();
         mount.unmount()?;
         // A script that lost its lower files midway has not built what its record would claim.
         pinned.check(&step.id)?;
@@ -321,9 +328,11 @@ impl LocalEngine {
             compression: plan.settings.compression,
             source_date_epoch: plan.settings.source_date_epoch,
         };
+        let cleaned = started.elapsed();
         let cancelled = || cancel.is_cancelled();
         let layer = write_layer_cancellable(&upper, &options, self.store.content(), &cancelled)
             .map_err(engine_error)?;
+        let written = started.elapsed();
 
         // Keyed by content: if this layer's snapshot exists, it is kept and `upper` dropped.
         if cancel.is_cancelled() {
@@ -339,6 +348,18 @@ impl LocalEngine {
                 layer: layer.clone(),
             },
         )?;
+        tracing::debug!(
+            "step `{}` took {:?}: mount {:?}, prepare {:?}, run {:?}, clean {:?}, layer {:?}, \
+             record {:?}",
+            step.id,
+            started.elapsed(),
+            mounted,
+            prepared - mounted,
+            ran - prepared,
+            cleaned - ran,
+            written - cleaned,
+            started.elapsed() - written,
+        );
         Ok(layer)
     }
 }

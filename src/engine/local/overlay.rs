@@ -9,7 +9,9 @@ use crate::engine::Error;
 
 /// Options that keep the upper folder a plain diff: no index, no redirects, no metadata-only
 /// copies, so every changed file is copied up whole and a renamed folder is copied, not linked.
-const PLAIN_DIFF: &str = "index=off,redirect_dir=off,metacopy=off";
+/// `volatile` skips the sync of the whole upper filesystem at unmount, which took 50 to 250 ms
+/// per step on a busy disk. The layer blob written from the upper folder is synced on its own.
+const PLAIN_DIFF: &str = "index=off,redirect_dir=off,metacopy=off,volatile";
 
 /// A mounted overlay, unmounted when dropped.
 #[derive(Debug)]
@@ -174,7 +176,7 @@ mod tests {
         assert_eq!(
             data,
             "lowerdir=/s/step:/s/base,upperdir=/t/upper,workdir=/t/work,\
-             index=off,redirect_dir=off,metacopy=off"
+             index=off,redirect_dir=off,metacopy=off,volatile"
         );
     }
 

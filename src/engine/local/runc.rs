@@ -15,7 +15,7 @@ use crate::engine::{Cancel, Error};
 pub(super) const TAIL_LINES: usize = 20;
 
 /// How often the running script is checked for an exit or a cancel.
-const POLL: Duration = Duration::from_millis(20);
+const POLL: Duration = Duration::from_millis(2);
 
 /// How long a killed container may take to go before runc itself is killed.
 const KILL_GRACE: Duration = Duration::from_secs(5);
