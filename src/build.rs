@@ -272,6 +272,10 @@ pub async fn build(
             timings.build_seconds = build_started.elapsed().as_secs_f64();
 
             let assembled = assemble(&plan, &results, store.content())?;
+            // An interrupt after the last step must not leave the plan recorded as built.
+            if cancel.is_cancelled() {
+                return Err(Error::Interrupted);
+            }
             store.put_plan_record(
                 &plan.plan_digest,
                 &PlanRecord {
