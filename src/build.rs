@@ -311,15 +311,18 @@ pub async fn build(
     // local tag for an image that did not reach every destination.
     let push_started = Instant::now();
     let mut pushed = Vec::new();
+    let mut unchanged = Vec::new();
     for destination in &outputs.push {
         if let Some(pushed_ref) = already_pushed(&registry, &manifest_digest, destination).await {
             reporter.report(Event::Info {
                 message: format!("{pushed_ref} is up to date, nothing pushed"),
             });
+            unchanged.push(pushed_ref.clone());
             pushed.push(pushed_ref);
             continue;
         }
-        let pushed_ref = push_image(&store, &registry, &manifest_digest, destination).await?;
+        let push = push_image(&store, &registry, &manifest_digest, destination);
+        let pushed_ref = until_cancelled(push, cancel).await??;
         reporter.report(Event::Info {
             message: format!("pushed {pushed_ref}"),
         });
@@ -331,12 +334,16 @@ pub async fn build(
         outputs,
         &tags,
         &pushed,
+        &unchanged,
         &manifest_digest,
         started_at,
         &registry,
         reporter.as_ref(),
-    )
-    .await?;
+    );
+    let supply_chain = until_cancelled(supply_chain, cancel).await??;
+    if cancel.is_cancelled() {
+        return Err(Error::Interrupted);
+    }
     timings.push_seconds = push_started.elapsed().as_secs_f64();
 
     let manifest = manifest_descriptor(store.content(), &manifest_digest)?;
@@ -456,6 +463,7 @@ async fn supply_chain(
     outputs: &Outputs,
     tags: &[String],
     pushed: &[String],
+    unchanged: &[String],
     manifest_digest: &str,
     started_at: std::time::SystemTime,
     registry: &RegistryClient,
@@ -501,8 +509,20 @@ async fn supply_chain(
     let Some(key) = &outputs.sign_key else {
         return Ok(result);
     };
-    for image in &images {
+    for (image, text) in images.iter().zip(pushed) {
         let name = format!("{}/{}", image.registry, image.repository);
+        // An image that was already in the registry and already signed by this key, with its
+        // attestations, is left as it is, so an unchanged rebuild uploads nothing.
+        if unchanged.contains(text)
+            && crate::sign::verify_image(registry, image, &key.public_key(), true)
+                .await
+                .is_ok()
+        {
+            reporter.report(Event::Info {
+                message: format!("{name}@{manifest_digest} is already signed by this key"),
+            });
+            continue;
+        }
         let facts = facts.for_image(&name);
         let signature = crate::sign::attach_signature(registry, image, key).await?;
         reporter.report(Event::Info {
@@ -651,6 +671,18 @@ async fn fetch_base_layers(
             },
             _ = wait_cancelled(cancel) => return Err(Error::Interrupted),
         }
+    }
+}
+
+/// Runs `work` unless the user interrupts first; then `work` is dropped, which aborts its
+/// requests, and the result is [`Error::Interrupted`].
+async fn until_cancelled<T>(
+    work: impl std::future::Future<Output = T>,
+    cancel: &Cancel,
+) -> Result<T> {
+    tokio::select! {
+        result = work => Ok(result),
+        _ = wait_cancelled(cancel) => Err(Error::Interrupted),
     }
 }
 

@@ -630,3 +630,42 @@ fn build_attaches_sbom_and_provenance_that_cosign_accepts() {
         text(&verify)
     );
 }
+
+#[test]
+fn unchanged_signed_rebuild_adds_no_signature() {
+    if !support::can_build("unchanged_signed_rebuild_adds_no_signature") {
+        return;
+    }
+    let Some(setup) = Setup::new("unchanged_signed_rebuild_adds_no_signature") else {
+        return;
+    };
+    setup.envc_keys("envc");
+    let project = write_project(setup.dir.path());
+    let push = format!("{}/team/again:v1", setup.registry.address);
+    let args = [
+        "build",
+        project.to_str().unwrap(),
+        "--push",
+        &push,
+        "--sign-key",
+        "envc.key",
+        "--json",
+    ];
+
+    let first = setup.envc(Some(PASSWORD), &args);
+    assert_success(&first);
+    let result: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    let image = format!(
+        "{}/team/again@{}",
+        setup.registry.address,
+        result["digest"].as_str().unwrap()
+    );
+    assert_eq!(layer_count(&image), 1);
+
+    let second = setup.envc(Some(PASSWORD), &args);
+    assert_success(&second);
+    let result: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert!(result.get("signatures").is_none(), "{result}");
+    assert_eq!(layer_count(&image), 1, "the rebuild signed again");
+    assert!(text(&second).contains("already signed by this key"));
+}

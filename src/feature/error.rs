@@ -137,8 +137,8 @@ impl Error {
             | Error::UnsafeArchive { .. }
             | Error::Artifact { .. }
             | Error::Lockfile { .. }
-            | Error::Frozen { .. } => true,
-            Error::Integrity { .. } => false,
+            | Error::Frozen { .. }
+            | Error::Integrity { .. } => true,
             Error::Registry { source, .. } => source.is_invalid_input(),
             Error::Io { .. } | Error::Download { .. } => false,
             Error::At { inner, .. } => inner.is_invalid_input(),

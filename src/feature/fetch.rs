@@ -74,7 +74,24 @@ pub async fn fetch_locked(
                 }
                 None => image.clone(),
             };
-            fetch_oci(reference, &pinned, registry, cache_dir, location).await
+            let fetched = fetch_oci(reference, &pinned, registry, cache_dir, location).await;
+            match (fetched, locked) {
+                (
+                    Err(Error::Registry {
+                        source: crate::registry::Error::NotFound { .. },
+                        ..
+                    }),
+                    Some(locked),
+                ) => Err(Error::Artifact {
+                    reference: reference.written.clone(),
+                    message: format!(
+                        "the lockfile pins `{}`, which the registry no longer has",
+                        locked.integrity
+                    ),
+                    hint: Some("run `envc lock` to pin what the registry has now".into()),
+                }),
+                (fetched, _) => fetched,
+            }
         }
         FeatureSource::Tarball { url } => fetch_tarball(reference, url, cache_dir, locked).await,
     };

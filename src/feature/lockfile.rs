@@ -202,9 +202,9 @@ pub enum Outcome {
 /// [`Error::Frozen`] naming every difference; [`Error::Lockfile`] or [`Error::Io`] when the
 /// existing file cannot be read or the new one written.
 pub fn write_or_check(path: &Path, lock: &Lockfile, frozen: bool) -> Result<Outcome, Error> {
-    let found = read(path)?;
     let text = lock.to_json();
     if frozen {
+        let found = read(path)?;
         let differences = match &found {
             Found::Missing | Found::Empty => vec!["the lockfile does not exist or is empty".into()],
             Found::Lock(locked) => lock.differences(locked),
@@ -220,9 +220,17 @@ pub fn write_or_check(path: &Path, lock: &Lockfile, frozen: bool) -> Result<Outc
     if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
         return Ok(Outcome::Unchanged);
     }
+    // Writing replaces whatever is there, a damaged file included: the new content comes from
+    // resolving, not from the old file.
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut staged =
         tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io("create a file in", dir, e))?;
+    // The file is committed and read by others: keep an existing file's mode, else 0644.
+    let mode = std::fs::metadata(path)
+        .map(|m| m.permissions())
+        .unwrap_or_else(|_| std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    std::fs::set_permissions(staged.path(), mode)
+        .map_err(|e| Error::io("set the mode of", staged.path().to_path_buf(), e))?;
     std::io::Write::write_all(&mut staged, text.as_bytes())
         .map_err(|e| Error::io("write", staged.path().to_path_buf(), e))?;
     staged
@@ -243,6 +251,28 @@ mod tests {
             integrity: digest,
             depends_on: None,
         }
+    }
+
+    #[test]
+    fn written_lockfile_is_readable_by_all_and_replaces_a_damaged_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("devcontainer-lock.json");
+        std::fs::write(&path, "{\"features\": [1,2").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let lock = Lockfile::default();
+        assert!(matches!(
+            write_or_check(&path, &lock, false),
+            Ok(Outcome::Written)
+        ));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o664);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), lock.to_json());
+
+        let fresh = dir.path().join(".devcontainer-lock.json");
+        write_or_check(&fresh, &lock, false).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
     }
 
     #[test]

@@ -123,6 +123,9 @@ pub struct RegistryOptions {
     pub insecure: Vec<String>,
 }
 
+/// The most pages of a tag list envc reads before giving up.
+const MAX_TAG_PAGES: usize = 1000;
+
 /// A registry client shared across a build.
 pub struct RegistryClient {
     options: RegistryOptions,
@@ -325,13 +328,34 @@ impl RegistryClient {
     ///
     /// # Errors
     /// [`Error::NotFound`] when the repository does not exist; as [`Self::fetch_manifest`].
+    /// Lists every tag of `reference`'s repository, following pages: a registry may return the
+    /// list in parts, and each next part is asked for with `last` set to the final tag so far.
     pub async fn list_tags(&self, reference: &ImageRef) -> Result<Vec<String>, Error> {
         let (client, oci_ref) = self.prepare(reference).await?;
-        let response = client
-            .list_tags(&oci_ref, &auth::auth_for(&reference.registry), None, None)
-            .await
-            .map_err(|e| map_error(e, reference))?;
-        Ok(response.tags)
+        let auth = auth::auth_for(&reference.registry);
+        let mut tags: Vec<String> = Vec::new();
+        for _ in 0..MAX_TAG_PAGES {
+            let last = tags.last().map(String::as_str);
+            let page = client
+                .list_tags(&oci_ref, &auth, None, last)
+                .await
+                .map_err(|e| map_error(e, reference))?
+                .tags;
+            // A registry that ignores `last` sends the first page again: stop on anything not new.
+            let before = tags.len();
+            for tag in page {
+                if !tags.contains(&tag) {
+                    tags.push(tag);
+                }
+            }
+            if tags.len() == before {
+                return Ok(tags);
+            }
+        }
+        Err(Error::Other {
+            reference: reference.to_string(),
+            message: format!("the tag list has more than {MAX_TAG_PAGES} pages"),
+        })
     }
 
     /// The client for `reference`'s registry, with its credentials stored, and the reference
@@ -450,6 +474,14 @@ fn map_error(error: OciDistributionError, reference: &ImageRef) -> Error {
         | OciDistributionError::AuthenticationFailure(_) => Error::Unauthorized {
             registry,
             reference: reference.to_string(),
+        },
+        OciDistributionError::DigestError(oci_client::errors::DigestError::VerificationError {
+            expected,
+            actual,
+        }) => Error::DigestMismatch {
+            reference: reference.to_string(),
+            expected,
+            actual,
         },
         OciDistributionError::DigestError(e) => Error::Other {
             reference: reference.to_string(),
