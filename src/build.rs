@@ -313,7 +313,8 @@ pub async fn build(
     let mut pushed = Vec::new();
     let mut unchanged = Vec::new();
     for destination in &outputs.push {
-        if let Some(pushed_ref) = already_pushed(&registry, &manifest_digest, destination).await {
+        let known = already_pushed(&registry, &manifest_digest, destination);
+        if let Some(pushed_ref) = until_cancelled(known, cancel).await? {
             reporter.report(Event::Info {
                 message: format!("{pushed_ref} is up to date, nothing pushed"),
             });

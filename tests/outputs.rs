@@ -245,3 +245,61 @@ fn warnings_plain_on_piped_stderr() {
         "escape codes in piped stderr: {text:?}"
     );
 }
+
+/// Ctrl-C while a push waits on the registry stops the build with exit 130 and writes no tag.
+/// The "registry" accepts connections and never answers, so the push cannot finish by itself.
+#[test]
+fn interrupt_during_push_stops_and_leaves_no_tag() {
+    if !can_build("interrupt_during_push_stops_and_leaves_no_tag") {
+        return;
+    }
+    use std::io::{BufRead, BufReader};
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+
+    let scratch = Scratch::new();
+    let root = one_feature_project(&scratch, "stuck", "#!/bin/sh\necho hi > /hi\n");
+    let push = format!("{address}/stuck/app:1");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_envc"))
+        .args([
+            "build",
+            root.to_str().unwrap(),
+            "--tag",
+            "stuck:1",
+            "--push",
+            &push,
+        ])
+        .env("ENVC_STORE", scratch.store())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("f: done") {
+            break;
+        }
+    }
+    // The build has finished its step and is now waiting on the silent registry.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let interrupted = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "stderr after interrupt: {rest:?}");
+    assert!(
+        interrupted.elapsed().as_secs() < 15,
+        "the push did not stop promptly"
+    );
+    assert_eq!(tags(&scratch.store()), Vec::<String>::new());
+}
