@@ -3,10 +3,10 @@
 
 mod support;
 
-use support::{can_build, json, run_in_image, shared, stderr, Scratch, REGISTRY};
+use support::{can_build, json, run_in_image, stderr, Scratch, REGISTRY};
 
 fn anchor(scratch: &Scratch) -> std::path::PathBuf {
-    scratch.copy_project(&shared().join("bench/anchor-project"), "anchor")
+    scratch.copy_project(&support::testdata().join("anchor-project"), "anchor")
 }
 
 #[test]
@@ -198,7 +198,7 @@ fn common_utils_and_git_install_from_debian() {
     let project = scratch.path().join("real");
     let features = project.join(".devcontainer/features");
     std::fs::create_dir_all(&features).unwrap();
-    let corpus = shared().join("corpus/devcontainers__features/src");
+    let corpus = support::testdata().join("features/devcontainers");
     support::copy_tree(&corpus.join("common-utils"), &features.join("common-utils"));
     support::copy_tree(&corpus.join("git"), &features.join("git"));
     std::fs::write(

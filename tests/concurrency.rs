@@ -7,32 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{can_build, json, stderr, store_leftovers, Scratch, REGISTRY};
-
-/// Writes a project under `scratch/name` with `config` as its devcontainer.json and `features`
-/// as `(folder, devcontainer-feature.json, install.sh)` under `.devcontainer/features/`.
-fn project(
-    scratch: &Scratch,
-    name: &str,
-    config: &str,
-    features: &[(&str, &str, &str)],
-) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-
-    let root = scratch.path().join(name);
-    let dot = root.join(".devcontainer");
-    std::fs::create_dir_all(&dot).unwrap();
-    std::fs::write(dot.join("devcontainer.json"), config).unwrap();
-    for (folder, metadata, script) in features {
-        let dir = dot.join("features").join(folder);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("devcontainer-feature.json"), metadata).unwrap();
-        let install = dir.join("install.sh");
-        std::fs::write(&install, script).unwrap();
-        std::fs::set_permissions(&install, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    root
-}
+use support::{can_build, json, stderr, store_leftovers, write_project, Scratch, REGISTRY};
 
 /// Two Features in a fixed order: `a` writes files, `b` waits and then copies them, so a
 /// build spends seconds in `b` with `a`'s snapshot mounted below it.
@@ -44,7 +19,7 @@ fn two_step_project(scratch: &Scratch, name: &str, b_extra: &str) -> PathBuf {
     );
     let a = "#!/bin/sh\nsleep 1\nmkdir -p /adir\necho a-content > /adir/file\n";
     let b = format!("#!/bin/sh\nsleep 3\ncp -r /adir /bdir\necho {b_extra}\n");
-    project(
+    write_project(
         scratch,
         name,
         &config,
@@ -60,7 +35,7 @@ fn one_feature_project(scratch: &Scratch, name: &str, script: &str) -> PathBuf {
         "{{\n  \"image\": \"{REGISTRY}/busybox:latest\",\n  \
          \"features\": {{ \"./features/f\": {{}} }}\n}}\n"
     );
-    project(
+    write_project(
         scratch,
         name,
         &config,
@@ -100,7 +75,7 @@ fn concurrent_builds_keep_lower_snapshot() {
     let root = two_step_project(&scratch, "race", "b-done");
     let root_arg = root.to_str().unwrap();
     // Fetch the base first, so both builds reach step `a` at about the same time.
-    let warm = project(
+    let warm = write_project(
         &scratch,
         "warm",
         &format!("{{ \"image\": \"{REGISTRY}/busybox:latest\" }}"),

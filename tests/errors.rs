@@ -6,30 +6,6 @@ use std::path::{Path, PathBuf};
 
 use support::{can_build, stderr, store_leftovers, Scratch, REGISTRY};
 
-/// Writes a project with `config` as its devcontainer.json and `features` as
-/// `(folder, devcontainer-feature.json, install.sh)` under `.devcontainer/features/`.
-fn project(scratch: &Scratch, config: &str, features: &[(&str, &str, &str)]) -> PathBuf {
-    let root = scratch.path().join("project");
-    let dot = root.join(".devcontainer");
-    std::fs::create_dir_all(&dot).unwrap();
-    std::fs::write(dot.join("devcontainer.json"), config).unwrap();
-    for (name, metadata, script) in features {
-        let dir = dot.join("features").join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        if !metadata.is_empty() {
-            std::fs::write(dir.join("devcontainer-feature.json"), metadata).unwrap();
-        }
-        write_script(&dir.join("install.sh"), script);
-    }
-    root
-}
-
-fn write_script(path: &Path, body: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, body).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
 fn busybox_config(features: &str) -> String {
     format!("{{\n  \"image\": \"{REGISTRY}/busybox:latest\",\n  \"features\": {{{features}}}\n}}\n")
 }
@@ -42,6 +18,11 @@ const OPTIONS_FEATURE: &str = r#"{
         "fast": { "type": "boolean", "default": false }
     }
 }"#;
+
+/// Writes the project `project` in `scratch` (see `support::write_project`).
+fn project(scratch: &Scratch, config: &str, features: &[(&str, &str, &str)]) -> PathBuf {
+    support::write_project(scratch, "project", config, features)
+}
 
 /// Builds `project` and checks the exit code, that stderr contains each of `needles`, and
 /// that the store contains no tag, record, work folder or mount afterwards.

@@ -233,7 +233,7 @@ fn a_locked_digest_is_fetched_by_digest_and_a_dotted_config_gets_a_dotted_lockfi
     let output = envc(&store, &["lock", "--frozen", path]);
     assert!(output.status.success(), "{}", stderr(&output));
 
-    // A digest the repository does not hold fails, naming the Feature.
+    // A digest the repository does not hold fails, naming the Feature and the way out.
     let missing = format!("sha256:{}", "0".repeat(64));
     std::fs::write(
         &lock_path,
@@ -245,11 +245,13 @@ fn a_locked_digest_is_fetched_by_digest_and_a_dotted_config_gets_a_dotted_lockfi
     let output = envc(&store, &["lock", "--frozen", path]);
     assert_eq!(output.status.code(), Some(2));
     let message = stderr(&output);
+    assert!(message.contains(&format!("Feature `{key}`")), "{message}");
     assert!(
-        message.contains(&format!("failed to fetch Feature `{key}`")),
+        message.contains("which the registry no longer has"),
         "{message}"
     );
     assert!(message.contains(&missing), "{message}");
+    assert!(message.contains("run `envc lock`"), "{message}");
 }
 
 #[test]

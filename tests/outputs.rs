@@ -5,36 +5,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use support::{can_build, json, stderr, store_leftovers, Scratch, REGISTRY};
-
-/// Writes a project under `scratch/name` with `config` as its devcontainer.json and `features`
-/// as `(folder, devcontainer-feature.json, install.sh)` under `.devcontainer/features/`.
-fn project(
-    scratch: &Scratch,
-    name: &str,
-    config: &str,
-    features: &[(&str, &str, &str)],
-) -> PathBuf {
-    let root = scratch.path().join(name);
-    let dot = root.join(".devcontainer");
-    std::fs::create_dir_all(&dot).unwrap();
-    std::fs::write(dot.join("devcontainer.json"), config).unwrap();
-    for (folder, metadata, script) in features {
-        let dir = dot.join("features").join(folder);
-        std::fs::create_dir_all(&dir).unwrap();
-        if !metadata.is_empty() {
-            std::fs::write(dir.join("devcontainer-feature.json"), metadata).unwrap();
-        }
-        write_script(&dir.join("install.sh"), script);
-    }
-    root
-}
-
-fn write_script(path: &Path, body: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, body).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
+use support::{can_build, json, stderr, store_leftovers, write_project, Scratch, REGISTRY};
 
 fn tags(store: &Path) -> Vec<String> {
     store_leftovers(store)
@@ -47,7 +18,7 @@ fn one_feature_project(scratch: &Scratch, name: &str, script: &str) -> PathBuf {
     let config = format!(
         "{{\n  \"image\": \"{REGISTRY}/busybox:latest\",\n  \"features\": {{ \"./features/f\": {{}} }}\n}}\n"
     );
-    project(
+    write_project(
         scratch,
         name,
         &config,
@@ -169,13 +140,13 @@ fn missing_local_feature_names_config_line() {
     let scratch = Scratch::new();
     let config = "{\n  \"image\": \"127.0.0.1:9/x:y\",\n  \"features\": {\n    \
                   \"./features/nope\": {}\n  }\n}\n";
-    let root = project(&scratch, "missing", config, &[]);
+    let root = write_project(&scratch, "missing", config, &[]);
     let output = scratch.envc(&["plan", root.to_str().unwrap()]);
     let text = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{text}");
     assert!(text.contains("devcontainer.json:4:"), "{text}");
 
-    let root = project(
+    let root = write_project(
         &scratch,
         "bare",
         &config.replace("nope", "bare"),
@@ -214,7 +185,7 @@ fn symlinked_feature_folder_outside_devcontainer_is_refused() {
     let scratch = Scratch::new();
     let config = "{\n  \"image\": \"127.0.0.1:9/x:y\",\n  \"features\": {\n    \
                   \"./features/link\": {}\n  }\n}\n";
-    let root = project(&scratch, "linked", config, &[]);
+    let root = write_project(&scratch, "linked", config, &[]);
     let outside = root.join("outside");
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::write(
@@ -222,7 +193,7 @@ fn symlinked_feature_folder_outside_devcontainer_is_refused() {
         r#"{"id": "link", "version": "1.0.0"}"#,
     )
     .unwrap();
-    write_script(&outside.join("install.sh"), "#!/bin/sh\ntrue\n");
+    support::write_script(&outside.join("install.sh"), "#!/bin/sh\ntrue\n");
     std::fs::create_dir_all(root.join(".devcontainer/features")).unwrap();
     std::os::unix::fs::symlink("../../outside", root.join(".devcontainer/features/link")).unwrap();
     let output = scratch.envc(&["plan", root.to_str().unwrap()]);
@@ -236,7 +207,7 @@ fn symlinked_feature_folder_outside_devcontainer_is_refused() {
 fn warnings_plain_on_piped_stderr() {
     let scratch = Scratch::new();
     let config = "{\n  \"image\": \"127.0.0.1:9/x:y\",\n  \"image\": \"127.0.0.1:9/x:z\"\n}\n";
-    let root = project(&scratch, "dup", config, &[]);
+    let root = write_project(&scratch, "dup", config, &[]);
     let output = scratch.envc(&["plan", root.to_str().unwrap()]);
     let text = stderr(&output);
     assert!(text.contains("repeated"), "{text}");

@@ -130,7 +130,7 @@ fn the_anchor_image_has_the_reference_label_and_env() {
     }
     let scratch = Scratch::new();
     let project = scratch.copy_project(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/features/anchor-project"),
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/anchor-project"),
         "anchor",
     );
     let layout = scratch.path().join("layout");

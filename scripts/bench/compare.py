@@ -298,7 +298,7 @@ class Bench:
         lines = [
             "# Benchmarks",
             "",
-            "End-to-end builds of the anchor project (`testdata/bench/anchor-project`: a Debian",
+            "End-to-end builds of the anchor project (`testdata/anchor-project`: a Debian",
             "bookworm base and five local Features, one pulled in by `dependsOn`) by three tools",
             "on the same machine, interleaved round by round. Written by `just bench`",
             "(`scripts/bench/run.sh`); do not edit by hand.",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Times envc against the devcontainers CLI and a hand-written Dockerfile through buildx on the
-# anchor project (testdata/bench) and writes the table to BENCHMARKS.md.
+# anchor project (testdata/anchor-project) and writes the table to BENCHMARKS.md.
 #
 # Installs what it needs into a private folder (scripts/bench/install.sh), starts the loopback
 # registry (left running, as the tests expect) and both Docker daemons (stopped again on exit),
@@ -37,7 +37,7 @@ python3 "$repo/scripts/bench/compare.py" \
     --repo "$repo" \
     --dir "$dir" \
     --envc "$dir/envc" \
-    --anchor "$repo/testdata/bench/anchor-project" \
-    --dockerfile "$repo/testdata/bench/anchor-project.Dockerfile" \
+    --anchor "$repo/testdata/anchor-project" \
+    --dockerfile "$repo/testdata/anchor-project.Dockerfile" \
     --runs "$runs" \
     --out "$repo/BENCHMARKS.md"

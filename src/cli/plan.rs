@@ -106,7 +106,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_anchor_project_explains_its_order() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/features/anchor-project");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/anchor-project");
         let file = root.join(".devcontainer/devcontainer.json");
         let config = crate::config::load(&file, &|_| None).unwrap();
         let cache = tempfile::tempdir().unwrap();

@@ -740,7 +740,7 @@ mod tests {
     /// The anchor benchmark project of the acceptance build.
     #[test]
     fn loads_the_anchor_project() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/config/anchor-project");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/anchor-project");
         let file = find_config(&root, None).unwrap();
         let config = load(&file, &env).unwrap();
         assert_eq!(config.workspace, root);

@@ -624,7 +624,7 @@ mod tests {
 
     const ANCHOR: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/testdata/features/anchor-project/.devcontainer/features"
+        "/testdata/anchor-project/.devcontainer/features"
     );
 
     fn local_ref(path: &Path) -> FeatureRef {

@@ -1036,7 +1036,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_anchor_project_orders_as_expected() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/features/anchor-project");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/anchor-project");
         let file = root.join(".devcontainer/devcontainer.json");
         let s = |v: &str| OptionValue::String(v.into());
         let entry =

@@ -23,8 +23,8 @@
 //!   `portsAttributes`) first in ascending numeric order, then the other keys in insertion
 //!   order. Numbers are printed the JavaScript way (`1.0` as `1`, `1e21` as `1e+21`).
 //!
-//! The devcontainer.json entry arrives ready-made from the config module; [`CONFIG_PROPERTIES`]
-//! lists the properties, in order, that the reference picks for it.
+//! The devcontainer.json entry arrives ready-made from the config module, which picks its
+//! properties (`crate::config::metadata::LABEL_PROPERTIES`).
 
 use serde_json::{Map, Value};
 
@@ -45,34 +45,6 @@ pub const FEATURE_PROPERTIES: [&str; 12] = [
     "entrypoint",
     "mounts",
     "customizations",
-];
-
-/// Properties of devcontainer.json copied into its entry, in order.
-pub const CONFIG_PROPERTIES: [&str; 24] = [
-    "onCreateCommand",
-    "updateContentCommand",
-    "postCreateCommand",
-    "postStartCommand",
-    "postAttachCommand",
-    "waitFor",
-    "customizations",
-    "mounts",
-    "containerEnv",
-    "containerUser",
-    "init",
-    "privileged",
-    "capAdd",
-    "securityOpt",
-    "remoteUser",
-    "userEnvProbe",
-    "remoteEnv",
-    "overrideCommand",
-    "portsAttributes",
-    "otherPortsAttributes",
-    "forwardPorts",
-    "shutdownAction",
-    "updateRemoteUserUID",
-    "hostRequirements",
 ];
 
 /// One installed Feature as the label sees it.
@@ -108,11 +80,6 @@ pub fn feature_entry(feature: &FeatureMetadata<'_>) -> Map<String, Value> {
     );
     entry.extend(pick(feature.metadata, &FEATURE_PROPERTIES));
     entry
-}
-
-/// The devcontainer.json entry: the properties of [`CONFIG_PROPERTIES`] that `config` has.
-pub fn config_entry(config: &Map<String, Value>) -> Map<String, Value> {
-    pick(config, &CONFIG_PROPERTIES)
 }
 
 /// Every entry of the label in order, empty ones dropped.
@@ -292,11 +259,10 @@ mod tests {
             user_reference: "ghcr.io/my-org/my-repo/someFeature:1",
             metadata: &feature_json,
         }];
-        let config = config_entry(&map(json!({
-            "image": "debian",
-            "remoteUser": "testUser",
-            "containerEnv": {"A": "$HOME \"q\""}
-        })));
+        let config = map(json!({
+            "containerEnv": {"A": "$HOME \"q\""},
+            "remoteUser": "testUser"
+        }));
         let label = label_value(Some(base), &features, &config).unwrap();
         assert_eq!(
             label,
@@ -357,17 +323,5 @@ mod tests {
                 r#""f":2,"big":1.5e+21,"tiny":1e-7,"half":0.5,"ctl":"\u0001\t"}"#
             )
         );
-    }
-
-    #[test]
-    fn config_entry_picks_in_reference_order() {
-        let entry = config_entry(&map(json!({
-            "remoteUser": "dev",
-            "image": "x",
-            "forwardPorts": [3000],
-            "onCreateCommand": "make"
-        })));
-        let keys: Vec<&String> = entry.keys().collect();
-        assert_eq!(keys, ["onCreateCommand", "remoteUser", "forwardPorts"]);
     }
 }

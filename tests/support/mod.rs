@@ -199,15 +199,9 @@ fn user_ids(rootfs: &Path, user: &str) -> (u32, u32) {
     panic!("user `{user}` is not in the image's /etc/passwd");
 }
 
-/// Finds the shared folder with the benchmark project and the corpus, beside the repository.
-pub fn shared() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for candidate in [root.join("../shared"), PathBuf::from("/work/shared")] {
-        if candidate.join("bench/anchor-project").is_dir() {
-            return candidate;
-        }
-    }
-    panic!("the shared folder with bench/anchor-project is not beside the repository");
+/// Returns the repository's `testdata` folder.
+pub fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
 }
 
 /// Entries left in the store that a failed build must not leave: tags, step records, work
@@ -238,4 +232,35 @@ pub fn store_leftovers(store: &Path) -> Vec<String> {
         found.push(format!("mount {line}"));
     }
     found
+}
+
+/// Writes a project under `scratch/name` with `config` as its devcontainer.json and `features`
+/// as `(folder, devcontainer-feature.json, install.sh)` under `.devcontainer/features/`. An empty
+/// metadata text leaves `devcontainer-feature.json` out.
+pub fn write_project(
+    scratch: &Scratch,
+    name: &str,
+    config: &str,
+    features: &[(&str, &str, &str)],
+) -> PathBuf {
+    let root = scratch.path().join(name);
+    let dot = root.join(".devcontainer");
+    std::fs::create_dir_all(&dot).unwrap();
+    std::fs::write(dot.join("devcontainer.json"), config).unwrap();
+    for (folder, metadata, script) in features {
+        let dir = dot.join("features").join(folder);
+        std::fs::create_dir_all(&dir).unwrap();
+        if !metadata.is_empty() {
+            std::fs::write(dir.join("devcontainer-feature.json"), metadata).unwrap();
+        }
+        write_script(&dir.join("install.sh"), script);
+    }
+    root
+}
+
+/// Writes an executable script.
+pub fn write_script(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, body).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
