@@ -19,6 +19,7 @@ use crate::image::Compression;
 use crate::plan::{self, BaseSource, BuildPlan, Settings};
 use crate::progress::{Event, Reporter};
 use crate::registry::{ImageRef, RegistryClient, RegistryOptions};
+use crate::store::remote::{self, CacheRepository};
 use crate::store::{PlanRecord, Store};
 use crate::{Error, Result};
 
@@ -160,6 +161,10 @@ pub struct Outputs {
     pub sign_key: Option<Arc<crate::sign::KeyPair>>,
     /// Where to write the SBOM as SPDX JSON.
     pub sbom: Option<PathBuf>,
+    /// A registry repository to store each step's layer in, under its cache key.
+    pub cache_to: Option<String>,
+    /// Registry repositories to reuse step layers from, tried in order.
+    pub cache_from: Vec<String>,
 }
 
 /// The result of a build.
@@ -261,6 +266,10 @@ pub async fn build(
             (record.manifest_digest, layers, true)
         }
         None => {
+            if !no_cache && !outputs.cache_from.is_empty() {
+                let lookup = fetch_cached_steps(&plan, &store, &registry, outputs, &reporter);
+                until_cancelled(lookup, cancel).await??;
+            }
             let engine = local_engine(store.clone(), options, no_cache);
             engine.check_ready(&plan)?;
             let base_started = Instant::now();
@@ -301,6 +310,10 @@ pub async fn build(
 
     if cancel.is_cancelled() {
         return Err(Error::Interrupted);
+    }
+    if let Some(cache_to) = &outputs.cache_to {
+        let upload = push_cache_entries(&plan, &store, &registry, cache_to, reporter.as_ref());
+        until_cancelled(upload, cancel).await??;
     }
     let tags = if outputs.tags.is_empty() {
         vec![default_tag(&planned.config)]
@@ -393,6 +406,122 @@ fn check_outputs(outputs: &Outputs) -> Result<()> {
     if let Some((dir, _)) = &outputs.layout {
         check_layout_folder(dir)?;
     }
+    for repository in outputs.cache_to.iter().chain(&outputs.cache_from) {
+        CacheRepository::parse(repository)?;
+    }
+    Ok(())
+}
+
+/// Looks up every step without a local record in the `--cache-from` repositories, in order,
+/// and records the layers found, so that the engine sees those steps as cached. An entry that
+/// cannot be used, or a repository that cannot be reached, is a warning.
+async fn fetch_cached_steps(
+    plan: &BuildPlan,
+    store: &Store,
+    registry: &Arc<RegistryClient>,
+    outputs: &Outputs,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<()> {
+    let mut missing = Vec::new();
+    for (index, step) in plan.features.iter().enumerate() {
+        if store.step_record(&step.cache_key)?.is_none() {
+            missing.push(index);
+        }
+    }
+    for text in &outputs.cache_from {
+        if missing.is_empty() {
+            break;
+        }
+        let repository = CacheRepository::parse(text)?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for &index in &missing {
+            let (store, registry) = (store.clone(), Arc::clone(registry));
+            let repository = repository.clone();
+            let key = plan.features[index].cache_key.clone();
+            tasks.spawn(async move {
+                let found = remote::fetch_entry(&registry, &store, &repository, &key).await;
+                (index, found)
+            });
+        }
+        let mut still_missing = Vec::new();
+        let mut unreachable = None;
+        while let Some(joined) = tasks.join_next().await {
+            let (index, found) = joined.expect("cache lookups do not panic");
+            let feature = &plan.features[index].id;
+            match found {
+                Ok(Some(layer)) => reporter.report(Event::Info {
+                    message: format!(
+                        "reusing layer {} of {feature} from cache `{repository}`",
+                        short(&layer.digest)
+                    ),
+                }),
+                Ok(None) => still_missing.push(index),
+                Err(e) if e.is_unreachable() => {
+                    unreachable.get_or_insert(e);
+                    still_missing.push(index);
+                }
+                Err(e) => {
+                    reporter.report(Event::Warning {
+                        message: format!("skipping the cached layer of {feature}: {e}"),
+                    });
+                    still_missing.push(index);
+                }
+            }
+        }
+        if let Some(e) = unreachable {
+            let cause = std::error::Error::source(&e)
+                .and_then(std::error::Error::source)
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default();
+            reporter.report(Event::Warning {
+                message: format!("cache `{repository}` is unreachable, not used{cause}"),
+            });
+        }
+        still_missing.sort_unstable();
+        missing = still_missing;
+    }
+    Ok(())
+}
+
+/// Writes an entry to the `--cache-to` repository for every step whose entry is not there
+/// yet. Runs only after every step's layer is complete in the store.
+async fn push_cache_entries(
+    plan: &BuildPlan,
+    store: &Store,
+    registry: &Arc<RegistryClient>,
+    cache_to: &str,
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    let repository = CacheRepository::parse(cache_to)?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for step in &plan.features {
+        let Some(record) = store.step_record(&step.cache_key)? else {
+            reporter.report(Event::Warning {
+                message: format!(
+                    "the layer of {} is not in the store; not writing it to cache `{repository}`",
+                    step.id
+                ),
+            });
+            continue;
+        };
+        let (store, registry) = (store.clone(), Arc::clone(registry));
+        let repository = repository.clone();
+        let key = step.cache_key.clone();
+        tasks.spawn(async move {
+            remote::push_entry(&registry, &store, &repository, &key, &record.layer).await
+        });
+    }
+    let (mut written, mut present) = (0, 0);
+    while let Some(joined) = tasks.join_next().await {
+        if joined.expect("cache uploads do not panic")? {
+            written += 1;
+        } else {
+            present += 1;
+        }
+    }
+    reporter.report(Event::Info {
+        message: format!("cache `{repository}`: wrote {written} layer(s), {present} already there"),
+    });
     Ok(())
 }
 

@@ -42,6 +42,8 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] crate::store::Error),
     #[error(transparent)]
+    Cache(#[from] crate::store::remote::Error),
+    #[error(transparent)]
     Sign(#[from] crate::sign::Error),
     #[error("{message}")]
     Usage {
@@ -67,6 +69,9 @@ impl Error {
             Error::Config(_) | Error::Usage { .. } => ExitKind::InvalidInput,
             Error::Feature(e) if e.is_invalid_input() => ExitKind::InvalidInput,
             Error::Graph(_) => ExitKind::InvalidInput,
+            Error::Cache(crate::store::remote::Error::InvalidRepository { .. }) => {
+                ExitKind::InvalidInput
+            }
             Error::Plan(e) if e.is_invalid_input() => ExitKind::InvalidInput,
             Error::Engine(e) if e.is_invalid_input() => ExitKind::InvalidInput,
             Error::Registry(e) if e.is_invalid_input() => ExitKind::InvalidInput,
@@ -88,6 +93,7 @@ impl Error {
             Error::Engine(e) => e.hint(),
             Error::Registry(e) => e.hint(),
             Error::Sign(e) => e.hint(),
+            Error::Cache(e) => e.hint(),
             Error::Usage { hint, .. } => hint.clone(),
             _ => None,
         }

@@ -24,6 +24,8 @@ pub async fn run(args: BuildArgs, reporter: Arc<dyn Reporter>) -> Result<()> {
         layout: args.output.as_deref().map(parse_output).transpose()?,
         sign_key,
         sbom: args.sbom.clone(),
+        cache_to: args.cache_to.clone(),
+        cache_from: args.cache_from.clone(),
     };
 
     let cancel = Cancel::default();

@@ -141,6 +141,14 @@ pub struct BuildArgs {
     #[arg(long)]
     pub no_cache: bool,
 
+    /// Store each step's layer in this registry repository, under its cache key.
+    #[arg(long, value_name = "REF")]
+    pub cache_to: Option<String>,
+
+    /// Reuse step layers stored in this registry repository (repeatable, tried in order).
+    #[arg(long, value_name = "REF")]
+    pub cache_from: Vec<String>,
+
     /// Sign each pushed image with this private key and attach its SBOM and provenance.
     /// The password comes from `ENVC_PASSWORD` or a prompt.
     #[arg(long, value_name = "KEY", requires = "push")]

@@ -8,6 +8,7 @@
 
 mod cache;
 mod content;
+pub mod remote;
 mod snapshots;
 
 pub use cache::{PlanRecord, StepRecord};
