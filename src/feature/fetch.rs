@@ -169,7 +169,7 @@ fn finish_read(
 ) -> Result<FetchedFeature, Error> {
     let metadata = match metadata.map(String::from_utf8) {
         Some(Ok(text)) => parse_metadata(&text, &dir.join(METADATA_FILE))?,
-        // Reading again gives the error a missing or unreadable file gets.
+        // Reading the file again reports a missing or non-UTF-8 file with the usual error.
         _ => read_metadata(&dir)?,
     };
     if !dir.join(INSTALL_SCRIPT).is_file() {

@@ -261,7 +261,7 @@ pub async fn resolve_features_locked(
     })
 }
 
-/// What makes two fetched Features the same source: one folder, one URL, or one OCI manifest.
+/// The identity of a fetched Feature's source: one folder, one URL, or one OCI manifest.
 #[derive(Debug, PartialEq, Eq, Hash)]
 enum SourceKey {
     Local(std::path::PathBuf),

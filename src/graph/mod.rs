@@ -290,7 +290,7 @@ pub fn install_order_explained(
     })
 }
 
-/// Whether `node` can install now: its `dependsOn` edges and `requirements` (its own
+/// Returns whether `node` can install now: its `dependsOn` edges and `requirements` (its own
 /// `installsAfter` entries) are met.
 fn is_ready<'a>(
     graph: &DiGraph<usize, Edge>,

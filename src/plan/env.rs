@@ -114,7 +114,7 @@ impl Environment {
         &self.vars
     }
 
-    /// The `(KEY, value)` pairs in order, without copying them.
+    /// Returns the `(KEY, value)` pairs in order, without copying them.
     pub fn into_pairs(self) -> Vec<(String, String)> {
         self.vars
     }

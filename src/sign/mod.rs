@@ -173,7 +173,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_wrong_password_is_invalid_input_like_a_corrupt_key() {
+    fn wrong_password_is_invalid_input_like_corrupt_key() {
         let path = PathBuf::from("cosign.key");
         let wrong = Error::WrongPassword { path: path.clone() };
         let corrupt = Error::InvalidKey {
@@ -189,7 +189,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_verification_is_a_failure_not_invalid_input() {
+    fn failed_verification_is_not_invalid_input() {
         let error = Error::Verification {
             reference: "127.0.0.1:5000/app@sha256:00".to_string(),
             reason: Failure::NoSignature {
