@@ -99,24 +99,61 @@ impl Error {
         }
     }
 
-    /// Renders the error as the CLI prints it: the message, its causes, then the hint.
-    pub fn render(&self) -> String {
-        let mut out = format!("error: {self}\n");
+    /// Returns the messages of the error's causes, outermost first.
+    pub fn causes(&self) -> Vec<String> {
+        let mut causes = Vec::new();
         let mut source = std::error::Error::source(self);
-        // Transparent variants forward `source` to the inner error, whose message is already
-        // printed above, so skip a cause whose text equals the line before it.
+        // Transparent variants forward `source` to the inner error, whose message is the
+        // error's own, so skip a cause whose text equals the one before it.
         let mut last = self.to_string();
         while let Some(cause) = source {
             let text = cause.to_string();
             if text != last {
-                let _ = writeln!(out, "  Caused by: {text}");
+                causes.push(text.clone());
             }
             last = text;
             source = cause.source();
+        }
+        causes
+    }
+
+    /// Renders the error as the CLI prints it: the message, its causes, then the hint.
+    pub fn render(&self) -> String {
+        let mut out = format!("error: {self}\n");
+        for cause in self.causes() {
+            let _ = writeln!(out, "  Caused by: {cause}");
         }
         if let Some(hint) = self.hint() {
             let _ = write!(out, "\nhint: {hint}\n");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_key_error() -> Error {
+        Error::Sign(crate::sign::Error::ReadKey {
+            path: "cosign.key".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        })
+    }
+
+    #[test]
+    fn causes_skip_the_message_a_transparent_variant_repeats() {
+        let error = read_key_error();
+        assert_eq!(error.to_string(), "failed to read key `cosign.key`");
+        assert_eq!(error.causes(), vec!["no such file".to_string()]);
+    }
+
+    #[test]
+    fn render_prints_message_causes_then_hint() {
+        assert_eq!(
+            read_key_error().render(),
+            "error: failed to read key `cosign.key`\n  Caused by: no such file\n\nhint: check \
+             the key path\n"
+        );
     }
 }

@@ -2,7 +2,7 @@ use std::io::IsTerminal;
 
 use clap::Parser;
 
-use envc::cli::Cli;
+use envc::cli::{Cli, ProgressMode};
 
 fn main() {
     let cli = Cli::parse();
@@ -14,14 +14,20 @@ fn main() {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ENVC_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // With `--progress json`, logs are JSON lines too, so stderr stays one object a line.
+    let json = cli.progress == ProgressMode::Json;
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(color)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        logs.event_format(envc::cli::render::JsonLogs).init();
+    } else {
+        logs.with_ansi(color)
+            .with_target(false)
+            .without_time()
+            .init();
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -32,7 +38,11 @@ fn main() {
     runtime.shutdown_timeout(std::time::Duration::from_secs(10));
 
     if let Err(error) = result {
-        eprint!("{}", error.render());
+        if json {
+            eprintln!("{}", envc::cli::render::error_line(&error));
+        } else {
+            eprint!("{}", error.render());
+        }
         std::process::exit(error.exit_kind().code());
     }
 }

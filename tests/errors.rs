@@ -100,6 +100,92 @@ fn unknown_option_is_passed_through_with_a_warning() {
     assert!(support::stdout(&output).contains("colour = red"));
 }
 
+/// Parses every line of `output`'s stderr as a JSON object, failing on the first that is not.
+fn json_lines(output: &std::process::Output) -> Vec<serde_json::Value> {
+    let text = stderr(output);
+    text.lines()
+        .map(
+            |line| match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(value) if value.is_object() => value,
+                _ => panic!("stderr line is not a JSON object: {line:?}\nstderr:\n{text}"),
+            },
+        )
+        .collect()
+}
+
+/// Returns a config that repeats `remoteUser`, so that loading it logs a warning.
+fn duplicate_key_config(features: &str) -> String {
+    format!(
+        "{{\n  \"image\": \"{REGISTRY}/busybox:latest\",\n  \"remoteUser\": \"a\",\n  \
+         \"remoteUser\": \"b\",\n  \"features\": {{{features}}}\n}}\n"
+    )
+}
+
+#[test]
+fn json_progress_logs_are_json_lines() {
+    let scratch = Scratch::new();
+    let config = duplicate_key_config(r#""./features/opts": { "flavor": "large" }"#);
+    let root = project(
+        &scratch,
+        &config,
+        &[("opts", OPTIONS_FEATURE, "#!/bin/sh\ntrue\n")],
+    );
+
+    let plain = scratch.envc(&["plan", root.to_str().unwrap()]);
+    assert!(stderr(&plain).contains("`remoteUser` is repeated"));
+
+    let output = scratch.envc(&["--progress", "json", "-v", "plan", root.to_str().unwrap()]);
+    let lines = json_lines(&output);
+    let warning = lines
+        .iter()
+        .find(|line| line["event"] == "warning")
+        .unwrap_or_else(|| panic!("no warning line: {lines:?}"));
+    assert_eq!(warning["level"], "warn");
+    let message = warning["message"].as_str().unwrap();
+    assert!(message.contains("`remoteUser` is repeated"), "{message}");
+    // `-v` adds debug lines, such as the install rounds, with their fields.
+    assert!(
+        lines
+            .iter()
+            .any(|line| line["event"] == "log" && line["level"] == "debug"),
+        "{lines:?}"
+    );
+    if !output.status.success() {
+        // `plan` resolves the base image from the seeded loopback registry.
+        let last = lines.last().unwrap();
+        assert_eq!(last["event"], "error", "{lines:?}");
+        assert!(last["message"].as_str().unwrap().contains("base image"));
+    }
+}
+
+#[test]
+fn json_progress_error_is_a_json_line() {
+    let scratch = Scratch::new();
+    let config = duplicate_key_config(r#""./features/opts": { "fast": "yes" }"#);
+    let root = project(
+        &scratch,
+        &config,
+        &[("opts", OPTIONS_FEATURE, "#!/bin/sh\ntrue\n")],
+    );
+
+    let output = scratch.envc(&["--progress", "json", "build", root.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let lines = json_lines(&output);
+    assert!(
+        lines.iter().any(|line| line["event"] == "warning"),
+        "{lines:?}"
+    );
+    let error = lines.last().unwrap();
+    assert_eq!(error["event"], "error", "{lines:?}");
+    assert_eq!(error["exitCode"], 2);
+    assert!(
+        error["message"].as_str().unwrap().contains("fast"),
+        "{error}"
+    );
+    assert!(error["hint"].is_string(), "{error}");
+    assert_eq!(store_leftovers(&scratch.store()), Vec::<String>::new());
+}
+
 #[test]
 fn option_of_wrong_type() {
     let scratch = Scratch::new();

@@ -469,7 +469,8 @@ fn wrong_password_is_an_error_that_says_so() {
             &image,
         ],
     );
-    assert_eq!(output.status.code(), Some(1));
+    // A wrong password is invalid input, like a corrupt key.
+    assert_eq!(output.status.code(), Some(2));
     let message = text(&output);
     assert!(message.contains("wrong password"), "{message}");
     assert!(!message.contains("not-the-password"), "{message}");

@@ -16,7 +16,7 @@ use std::path::{Component, Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::lockfile::LockedFeature;
-use super::metadata::{read_metadata, INSTALL_SCRIPT};
+use super::metadata::{parse_metadata, read_metadata, INSTALL_SCRIPT, METADATA_FILE};
 use super::reference::normalize;
 use super::tags::{registry_tag, select_tag};
 use super::{Error, FeatureRef, FeatureSource, FetchedFeature};
@@ -137,8 +137,8 @@ pub fn fetch_local(reference: &FeatureRef, dir: &Path) -> Result<FetchedFeature,
             hint: Some("create the Feature folder or fix the path".into()),
         });
     }
-    let digest = digest_dir(dir)?;
-    let fetched = finish(reference, dir.to_path_buf(), digest, None)?;
+    let (digest, metadata) = digest_dir_keeping(dir, Path::new(METADATA_FILE))?;
+    let fetched = finish_read(reference, dir.to_path_buf(), digest, None, metadata)?;
     let folder = dir.file_name().unwrap_or_default().to_string_lossy();
     if fetched.metadata.id != folder {
         tracing::warn!(
@@ -156,7 +156,22 @@ fn finish(
     content_digest: String,
     resolved: Option<String>,
 ) -> Result<FetchedFeature, Error> {
-    let metadata = read_metadata(&dir)?;
+    finish_read(reference, dir, content_digest, resolved, None)
+}
+
+/// Like [`finish`], with the bytes of the metadata file when they were read already.
+fn finish_read(
+    reference: &FeatureRef,
+    dir: PathBuf,
+    content_digest: String,
+    resolved: Option<String>,
+    metadata: Option<Vec<u8>>,
+) -> Result<FetchedFeature, Error> {
+    let metadata = match metadata.map(String::from_utf8) {
+        Some(Ok(text)) => parse_metadata(&text, &dir.join(METADATA_FILE))?,
+        // Reading the file again reports a missing or non-UTF-8 file with the usual error.
+        _ => read_metadata(&dir)?,
+    };
     if !dir.join(INSTALL_SCRIPT).is_file() {
         return Err(Error::MissingFile {
             feature: reference.written.clone(),
@@ -561,11 +576,18 @@ fn real_path(path: &Path) -> PathBuf {
 ///
 /// [`Error::Io`] when the folder cannot be read.
 pub fn digest_dir(dir: &Path) -> Result<String, Error> {
+    digest_dir_keeping(dir, Path::new("")).map(|(digest, _)| digest)
+}
+
+/// Like [`digest_dir`], also returning the bytes of the regular file at `keep` (relative to
+/// `dir`) when there is one, so that a caller need not read it again.
+fn digest_dir_keeping(dir: &Path, keep: &Path) -> Result<(String, Option<Vec<u8>>), Error> {
     let mut entries = Vec::new();
     collect(dir, Path::new(""), &mut entries)?;
     entries.sort();
 
     let mut hasher = Sha256::new();
+    let mut kept = None;
     for relative in entries {
         let path = dir.join(&relative);
         let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io("read", &path, e))?;
@@ -594,8 +616,11 @@ pub fn digest_dir(dir: &Path) -> Result<String, Error> {
         };
         hasher.update((body.len() as u64).to_be_bytes());
         hasher.update(&body);
+        if tag == b'f' && relative == keep {
+            kept = Some(body);
+        }
     }
-    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+    Ok((format!("sha256:{}", hex::encode(hasher.finalize())), kept))
 }
 
 fn collect(root: &Path, relative: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {

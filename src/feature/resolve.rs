@@ -85,13 +85,21 @@ pub async fn resolve_features_locked(
     lock: Option<&Lockfile>,
 ) -> Result<Resolution, Error> {
     let devcontainer_dir = config.workspace.join(".devcontainer");
-    let parse = |written: &str, location: &Location| {
-        FeatureRef::parse_in(
+    // Parsing a local reference resolves symbolic links on disk, and the same reference is
+    // often written many times (listed, then in `installsAfter`), so each is parsed once.
+    let mut parsed: HashMap<String, FeatureRef> = HashMap::new();
+    let mut parse = |written: &str, location: &Location| {
+        if let Some(reference) = parsed.get(written) {
+            return Ok(reference.clone());
+        }
+        let reference = FeatureRef::parse_in(
             written,
             &config.config_dir,
             &devcontainer_dir,
             Some(location),
-        )
+        )?;
+        parsed.insert(written.to_string(), reference.clone());
+        Ok::<_, Error>(reference)
     };
 
     let mut queue = VecDeque::new();
@@ -121,6 +129,7 @@ pub async fn resolve_features_locked(
 
     let mut fetched: HashMap<FeatureSource, Arc<FetchedFeature>> = HashMap::new();
     let mut instances: Vec<FeatureInstance> = Vec::new();
+    let mut by_source: HashMap<SourceKey, Vec<usize>> = HashMap::new();
     let mut hard_edges = Vec::new();
     let mut soft_refs: Vec<(usize, FeatureRef)> = Vec::new();
     while let Some(pending) = queue.pop_front() {
@@ -162,10 +171,11 @@ pub async fn resolve_features_locked(
             .map(|option| (option.id, option.value))
             .collect();
 
-        let existing = instances.iter().position(|instance| {
-            same_source(&instance.feature, &feature)
-                && instance.shorthand == shorthand
-                && instance.user_options == user_options
+        let key = SourceKey::of(&feature);
+        let existing = by_source.get(&key).and_then(|same| {
+            same.iter().copied().find(|&i| {
+                instances[i].shorthand == shorthand && instances[i].user_options == user_options
+            })
         });
         let index = existing.unwrap_or(instances.len());
         if let Some(parent) = pending.parent {
@@ -198,6 +208,7 @@ pub async fn resolve_features_locked(
         {
             soft_refs.push((index, parse(written, location)?));
         }
+        by_source.entry(key).or_default().push(index);
         instances.push(FeatureInstance {
             feature: Arc::clone(&feature),
             user_options,
@@ -207,11 +218,23 @@ pub async fn resolve_features_locked(
         });
     }
 
+    // A folder or URL entry is satisfied exactly by the instances of that source; only OCI
+    // entries need the looser match.
+    let mut by_exact_source: HashMap<&FeatureSource, Vec<usize>> = HashMap::new();
+    for (index, instance) in instances.iter().enumerate() {
+        let source = &instance.feature.reference.source;
+        if !matches!(source, FeatureSource::Oci(_)) {
+            by_exact_source.entry(source).or_default().push(index);
+        }
+    }
     let mut installs_after = Vec::new();
     for (dependent, reference) in soft_refs {
-        let satisfied_by: Vec<usize> = (0..instances.len())
-            .filter(|&i| satisfies_soft(&instances[i], &reference, true))
-            .collect();
+        let satisfied_by: Vec<usize> = match &reference.source {
+            FeatureSource::Oci(_) => (0..instances.len())
+                .filter(|&i| satisfies_soft(&instances[i], &reference, true))
+                .collect(),
+            exact => by_exact_source.get(exact).cloned().unwrap_or_default(),
+        };
         if satisfied_by.is_empty() {
             tracing::debug!(
                 feature = %instances[dependent].feature.reference,
@@ -238,13 +261,21 @@ pub async fn resolve_features_locked(
     })
 }
 
-/// Whether two fetched Features are the same source: one folder, one URL, or one OCI manifest.
-fn same_source(a: &FetchedFeature, b: &FetchedFeature) -> bool {
-    match (&a.reference.source, &b.reference.source) {
-        (FeatureSource::Local { path: x }, FeatureSource::Local { path: y }) => x == y,
-        (FeatureSource::Tarball { url: x }, FeatureSource::Tarball { url: y }) => x == y,
-        (FeatureSource::Oci(_), FeatureSource::Oci(_)) => a.content_digest == b.content_digest,
-        _ => false,
+/// The identity of a fetched Feature's source: one folder, one URL, or one OCI manifest.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum SourceKey {
+    Local(std::path::PathBuf),
+    Tarball(String),
+    Oci(String),
+}
+
+impl SourceKey {
+    fn of(feature: &FetchedFeature) -> SourceKey {
+        match &feature.reference.source {
+            FeatureSource::Local { path } => SourceKey::Local(path.clone()),
+            FeatureSource::Tarball { url } => SourceKey::Tarball(url.clone()),
+            FeatureSource::Oci(_) => SourceKey::Oci(feature.content_digest.clone()),
+        }
     }
 }
 

@@ -196,6 +196,12 @@ pub fn install_order_explained(
         }
     }
 
+    // Each instance's own requirements, so that a readiness check need not scan them all.
+    let mut requirements_of: Vec<Vec<usize>> = vec![Vec::new(); count];
+    for (index, requirement) in requirements.iter().enumerate() {
+        requirements_of[requirement.dependent].push(index);
+    }
+
     let keys: Vec<SortKey> = instances.iter().map(SortKey::of).collect();
     let mut installed = vec![false; count];
     let mut remaining: Vec<usize> = (0..count).collect();
@@ -208,7 +214,10 @@ pub fn install_order_explained(
         let ready: Vec<usize> = remaining
             .iter()
             .copied()
-            .filter(|&i| is_ready(&graph, nodes[i], &requirements, &installed))
+            .filter(|&i| {
+                let own = requirements_of[i].iter().map(|&r| &requirements[r]);
+                is_ready(&graph, nodes[i], own, &installed)
+            })
             .collect();
         if ready.is_empty() {
             let warning = break_soft_cycles(&mut graph, &mut requirements, &remaining, &labels)?;
@@ -281,10 +290,12 @@ pub fn install_order_explained(
     })
 }
 
-fn is_ready(
+/// Returns whether `node` can install now: its `dependsOn` edges and `requirements` (its own
+/// `installsAfter` entries) are met.
+fn is_ready<'a>(
     graph: &DiGraph<usize, Edge>,
     node: NodeIndex,
-    requirements: &[Requirement],
+    mut requirements: impl Iterator<Item = &'a Requirement>,
     installed: &[bool],
 ) -> bool {
     let hard_done = graph
@@ -292,8 +303,6 @@ fn is_ready(
         .filter(|e| *e.weight() == Edge::Hard)
         .all(|e| installed[graph[e.target()]]);
     let soft_done = requirements
-        .iter()
-        .filter(|r| r.dependent == graph[node])
         .all(|r| r.satisfied_by.is_empty() || r.satisfied_by.iter().any(|&s| installed[s]));
     hard_done && soft_done
 }

@@ -163,7 +163,7 @@ fn script_environment(
     if let Some(epoch) = source_date_epoch {
         script.set("SOURCE_DATE_EPOCH", &epoch.to_string());
     }
-    Ok(script.pairs().to_vec())
+    Ok(script.into_pairs())
 }
 
 /// Resolves the container and remote user as the reference CLI does: the config's values, else

@@ -113,6 +113,11 @@ impl Environment {
     pub fn pairs(&self) -> &[(String, String)] {
         &self.vars
     }
+
+    /// Returns the `(KEY, value)` pairs in order, without copying them.
+    pub fn into_pairs(self) -> Vec<(String, String)> {
+        self.vars
+    }
 }
 
 fn is_name_start(c: char) -> bool {

@@ -30,7 +30,7 @@ fn write_canonical(value: &serde_json::Value, out: &mut Vec<u8>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                out.extend(serde_json::to_vec(key).expect("strings serialize"));
+                serde_json::to_writer(&mut *out, key).expect("strings serialize");
                 out.push(b':');
                 write_canonical(&map[key], out);
             }
@@ -46,7 +46,7 @@ fn write_canonical(value: &serde_json::Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
-        scalar => out.extend(serde_json::to_vec(scalar).expect("scalars serialize")),
+        scalar => serde_json::to_writer(&mut *out, scalar).expect("scalars serialize"),
     }
 }
 

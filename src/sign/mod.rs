@@ -115,6 +115,7 @@ impl Error {
             Error::KeyExists { .. }
             | Error::InvalidKey { .. }
             | Error::NotPinned { .. }
+            | Error::WrongPassword { .. }
             | Error::NoPassword { .. } => true,
             Error::Registry(e) => e.is_invalid_input(),
             _ => false,
@@ -164,5 +165,37 @@ impl Error {
             }),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_password_is_invalid_input_like_corrupt_key() {
+        let path = PathBuf::from("cosign.key");
+        let wrong = Error::WrongPassword { path: path.clone() };
+        let corrupt = Error::InvalidKey {
+            path,
+            reason: "not a PEM file".to_string(),
+        };
+        assert!(wrong.is_invalid_input());
+        assert!(corrupt.is_invalid_input());
+
+        let exit = |error| crate::error::Error::Sign(error).exit_kind().code();
+        assert_eq!(exit(wrong), 2);
+        assert_eq!(exit(corrupt), 2);
+    }
+
+    #[test]
+    fn failed_verification_is_not_invalid_input() {
+        let error = Error::Verification {
+            reference: "127.0.0.1:5000/app@sha256:00".to_string(),
+            reason: Failure::NoSignature {
+                tag: "sha256-00.sig".to_string(),
+            },
+        };
+        assert!(!error.is_invalid_input());
     }
 }
