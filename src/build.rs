@@ -118,7 +118,7 @@ pub async fn make_plan(
 }
 
 /// Resolves the config's Features pinned by its lockfile, then writes or checks the lockfile
-/// as `mode` says. A config without Features has no lockfile, as with the reference CLI.
+/// as `mode` requests. A config without Features has no lockfile, as with the reference CLI.
 ///
 /// # Errors
 ///
@@ -413,7 +413,7 @@ fn check_outputs(outputs: &Outputs) -> Result<()> {
 }
 
 /// Looks up every step without a local record in the `--cache-from` repositories, in order,
-/// and records the layers found, so that the engine sees those steps as cached. An entry that
+/// and records the layers found, so that the engine treats those steps as cached. An entry that
 /// cannot be used, or a repository that cannot be reached, is a warning.
 async fn fetch_cached_steps(
     plan: &BuildPlan,

@@ -81,7 +81,7 @@ pub(super) fn project_options(args: &ProjectArgs) -> Result<ProjectOptions> {
             .store
             .clone()
             .unwrap_or_else(crate::store::Store::default_root),
-        insecure_registries: args.insecure_registries.clone(),
+        insecure_registries: args.registry.insecure_registries.clone(),
         network: args.network,
         compression: args.compression.into(),
         source_date_epoch,

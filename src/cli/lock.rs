@@ -5,7 +5,6 @@ use std::sync::Arc;
 use super::LockArgs;
 use crate::build::LockMode;
 use crate::progress::{Event, Reporter};
-use crate::registry::{RegistryClient, RegistryOptions};
 use crate::{Error, Result};
 
 pub async fn run(args: LockArgs, reporter: Arc<dyn Reporter>) -> Result<()> {
@@ -22,9 +21,7 @@ pub async fn run(args: LockArgs, reporter: Arc<dyn Reporter>) -> Result<()> {
         .store
         .clone()
         .unwrap_or_else(crate::store::Store::default_root);
-    let registry = RegistryClient::new(RegistryOptions {
-        insecure: args.insecure_registries.clone(),
-    });
+    let registry = args.registry.client();
     let mode = if args.frozen {
         LockMode::Frozen
     } else {

@@ -65,6 +65,23 @@ pub enum ProgressMode {
     Quiet,
 }
 
+/// How envc reaches registries; shared by every command that talks to one.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryArgs {
+    /// A registry (`host[:port]`) to reach over plain HTTP. Loopback registries always are.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
+}
+
+impl RegistryArgs {
+    /// Creates a registry client with these settings.
+    pub fn client(&self) -> crate::registry::RegistryClient {
+        crate::registry::RegistryClient::new(crate::registry::RegistryOptions {
+            insecure: self.insecure_registries.clone(),
+        })
+    }
+}
+
 /// Options that choose and read the project.
 #[derive(Debug, Clone, Args)]
 pub struct ProjectArgs {
@@ -80,9 +97,8 @@ pub struct ProjectArgs {
     #[arg(long, env = "ENVC_STORE")]
     pub store: Option<PathBuf>,
 
-    /// A registry (`host[:port]`) to reach over plain HTTP. Loopback registries always are.
-    #[arg(long = "insecure-registry", value_name = "HOST")]
-    pub insecure_registries: Vec<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 
     /// Network access of install scripts: `none` (loopback only) or `host`.
     #[arg(long, value_enum, default_value_t = Network::None)]
@@ -198,9 +214,8 @@ pub struct LockArgs {
     #[arg(long, env = "ENVC_STORE")]
     pub store: Option<PathBuf>,
 
-    /// A registry (`host[:port]`) to reach over plain HTTP. Loopback registries always are.
-    #[arg(long = "insecure-registry", value_name = "HOST")]
-    pub insecure_registries: Vec<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 
     /// Check the lockfile instead of writing it: fail (exit 2) when it would change.
     #[arg(long)]
@@ -219,9 +234,8 @@ pub struct PushArgs {
     #[arg(long, env = "ENVC_STORE")]
     pub store: Option<PathBuf>,
 
-    /// A registry (`host[:port]`) to reach over plain HTTP. Loopback registries always are.
-    #[arg(long = "insecure-registry", value_name = "HOST")]
-    pub insecure_registries: Vec<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 
     /// Print the result as JSON on stdout.
     #[arg(long)]
@@ -250,9 +264,8 @@ pub struct SignArgs {
     #[arg(value_name = "REF@DIGEST")]
     pub reference: String,
 
-    /// A registry (`host[:port]`) to reach over plain HTTP. Loopback registries always are.
-    #[arg(long = "insecure-registry", value_name = "HOST")]
-    pub insecure_registries: Vec<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 
     /// Print the result as JSON on stdout.
     #[arg(long)]
@@ -273,9 +286,8 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub attestations: bool,
 
-    /// A registry (`host[:port]`) to reach over plain HTTP. Loopback registries always are.
-    #[arg(long = "insecure-registry", value_name = "HOST")]
-    pub insecure_registries: Vec<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 
     /// Print the result as JSON on stdout.
     #[arg(long)]

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use super::PushArgs;
 use crate::progress::{Event, Reporter};
-use crate::registry::{RegistryClient, RegistryOptions};
 use crate::store::Store;
 use crate::{Error, Result};
 
@@ -19,9 +18,7 @@ pub async fn run(args: PushArgs, reporter: Arc<dyn Reporter>) -> Result<()> {
     };
     let digest = manifest.digest().to_string();
     let destination = args.destination.as_deref().unwrap_or(&source);
-    let registry = Arc::new(RegistryClient::new(RegistryOptions {
-        insecure: args.insecure_registries,
-    }));
+    let registry = Arc::new(args.registry.client());
     let pushed = crate::build::push_image(&store, &registry, &digest, destination).await?;
     reporter.report(Event::Info {
         message: format!("pushed {pushed}"),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::password::EnvOrPrompt;
 use super::SignArgs;
 use crate::progress::{Event, Reporter};
-use crate::registry::{ImageRef, RegistryClient, RegistryOptions};
+use crate::registry::ImageRef;
 use crate::sign::KeyPair;
 use crate::Result;
 
@@ -18,9 +18,7 @@ pub async fn run(args: SignArgs, reporter: Arc<dyn Reporter>) -> Result<()> {
         .into());
     }
     let key = KeyPair::read(&args.key, &EnvOrPrompt)?;
-    let registry = RegistryClient::new(RegistryOptions {
-        insecure: args.insecure_registries,
-    });
+    let registry = args.registry.client();
 
     // The digest must name a manifest in the registry, because a signature of nothing is useless.
     registry.fetch_manifest(&image).await?;

@@ -4,16 +4,14 @@ use std::sync::Arc;
 
 use super::VerifyArgs;
 use crate::progress::Reporter;
-use crate::registry::{ImageRef, RegistryClient, RegistryOptions};
+use crate::registry::ImageRef;
 use crate::sign::PublicKey;
 use crate::Result;
 
 pub async fn run(args: VerifyArgs, _reporter: Arc<dyn Reporter>) -> Result<()> {
     let image = ImageRef::parse(&args.reference)?;
     let key = PublicKey::read(&args.key)?;
-    let registry = RegistryClient::new(RegistryOptions {
-        insecure: args.insecure_registries,
-    });
+    let registry = args.registry.client();
     let verified = crate::sign::verify_image(&registry, &image, &key, args.attestations).await?;
     if args.json {
         println!(

@@ -413,7 +413,7 @@ fn store_unpacked(
 ///
 /// # Errors
 ///
-/// [`Error::Download`] when the request fails or the server answers with an error status.
+/// [`Error::Download`] when the request fails or the server returns an error status.
 pub async fn download(url: &str) -> Result<Vec<u8>, Error> {
     let failed = |e: reqwest::Error| Error::Download {
         url: url.to_string(),

@@ -8,9 +8,9 @@
 //! collation (see `collate`), and the reference's sort algorithm (see `sort`), so that ties and
 //! mixed source types come out the same.
 //!
-//! Where envc differs from the reference: a cycle made only of `installsAfter` edges (a Feature
-//! naming itself included) is broken with a warning instead of failing the build, and a cycle
-//! with a `dependsOn` edge is an error that names every Feature on it.
+//! Where envc differs from the reference: a cycle made only of `installsAfter` edges, a Feature
+//! naming itself included, is broken with a warning instead of failing the build. A cycle with
+//! a `dependsOn` edge is an error that names every Feature on it.
 
 mod collate;
 mod sort;

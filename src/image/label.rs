@@ -47,7 +47,7 @@ pub const FEATURE_PROPERTIES: [&str; 12] = [
     "customizations",
 ];
 
-/// One installed Feature as the label sees it.
+/// One installed Feature, as far as the label uses it.
 #[derive(Debug, Clone, Copy)]
 pub struct FeatureMetadata<'a> {
     /// The Feature reference exactly as written in devcontainer.json (or added by `dependsOn`).

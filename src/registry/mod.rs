@@ -123,7 +123,7 @@ pub struct RegistryOptions {
     pub insecure: Vec<String>,
 }
 
-/// The most pages of a tag list envc reads before giving up.
+/// The maximum number of tag-list pages envc reads before giving up.
 const MAX_TAG_PAGES: usize = 1000;
 
 /// A registry client shared across a build.

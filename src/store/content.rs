@@ -320,7 +320,7 @@ impl ContentStore {
     /// of its only image.
     ///
     /// # Errors
-    /// [`Error::Corrupt`] when the tag is missing or, without a tag, the layout holds no image
+    /// [`Error::Corrupt`] when the tag is missing or, without a tag, the layout contains no image
     /// or more than one.
     pub fn find_image(&self, tag: Option<&str>) -> Result<Descriptor, Error> {
         let index = self.read_index()?;
@@ -337,11 +337,11 @@ impl ContentStore {
                 [only] => Ok(only.clone()),
                 [] => Err(Error::Corrupt {
                     path,
-                    reason: "the layout holds no image".into(),
+                    reason: "the layout contains no image".into(),
                 }),
                 _ => Err(Error::Corrupt {
                     path,
-                    reason: "the layout holds several images; name one with `:TAG`".into(),
+                    reason: "the layout contains several images; name one with `:TAG`".into(),
                 }),
             },
         }

@@ -53,7 +53,7 @@ pub(super) fn feature_mount(feature_id: &str) -> PathBuf {
 
 /// The command to run, wrapped so that its stderr goes to its stdout when the image has
 /// `/bin/sh`. runc copies a container's stdout and stderr through two pipes of its own, which
-/// would mix up their order; one stream keeps the lines in the order the script wrote them.
+/// would mix up their order. One stream keeps the lines in the order the script wrote them.
 /// Without `/bin/sh` the command runs as it is.
 pub(super) fn merged_output_command(rootfs: &Path, command: &[String]) -> Vec<String> {
     if command.is_empty() || std::fs::symlink_metadata(rootfs.join("bin/sh")).is_err() {
