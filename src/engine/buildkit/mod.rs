@@ -1,0 +1,3 @@
+//! The BuildKit engine: BuildKit's wire types, connections and Control client.
+
+pub mod proto;
