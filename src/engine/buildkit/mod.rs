@@ -1,3 +1,4 @@
 //! The BuildKit engine: BuildKit's wire types, connections and Control client.
 
+pub mod connect;
 pub mod proto;
