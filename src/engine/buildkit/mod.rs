@@ -1,0 +1,3 @@
+//! The BuildKit engine.
+
+pub mod session;
