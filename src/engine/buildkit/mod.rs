@@ -1,3 +1,5 @@
-//! The BuildKit engine.
+//! The BuildKit engine: BuildKit's wire types, connections and Control client.
 
+pub mod connect;
+pub mod proto;
 pub mod session;
