@@ -734,3 +734,353 @@ fn send_file(id: u32, path: &Path, stop: &AtomicBool, tx: &Outgoing) {
 pub(super) fn channel() -> (Outgoing, mpsc::Receiver<Result<Packet, Status>>) {
     mpsc::channel(QUEUE)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    use tokio_stream::wrappers::ReceiverStream;
+
+    fn wanted(includes: &[&str], excludes: &[&str], follow: &[&str]) -> Wanted {
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        Wanted {
+            dir_name: "context".into(),
+            include_patterns: owned(includes),
+            exclude_patterns: owned(excludes),
+            follow_paths: owned(follow),
+        }
+    }
+
+    fn write(root: &Path, rel: &str, contents: &str) {
+        let path = root.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, contents).unwrap();
+    }
+
+    fn listing(root: &Path, wanted: &Wanted) -> Vec<Stat> {
+        let filter = Filter::new(root, wanted).unwrap();
+        let mut out = Vec::new();
+        let finished = walk(root, &filter, &mut |stat, _| {
+            out.push(stat);
+            true
+        })
+        .unwrap();
+        assert!(finished);
+        out
+    }
+
+    fn paths(stats: &[Stat]) -> Vec<&str> {
+        stats.iter().map(|s| s.path.as_str()).collect()
+    }
+
+    /// The checks fsutil's receiver applies: clean relative paths, each parent sent before its
+    /// entries, and siblings in increasing byte order.
+    fn assert_receiver_order(stats: &[Stat]) {
+        let mut last_in: HashMap<String, String> = HashMap::new();
+        let mut dirs: BTreeSet<String> = BTreeSet::from([String::new()]);
+        for stat in stats {
+            assert_eq!(clean(&stat.path), stat.path, "unclean path");
+            let (dir, base) = stat.path.rsplit_once('/').unwrap_or(("", &stat.path));
+            assert!(dirs.contains(dir), "`{}` sent before its folder", stat.path);
+            let last = last_in.entry(dir.to_owned()).or_default();
+            assert!(
+                last.as_str() < base,
+                "`{}` out of order after `{last}`",
+                stat.path
+            );
+            *last = base.to_owned();
+            if stat.mode & mode::DIR != 0 {
+                dirs.insert(stat.path.clone());
+            }
+        }
+    }
+
+    #[test]
+    fn go_file_modes_for_each_file_type() {
+        assert_eq!(go_file_mode(0o100644), 0o644);
+        assert_eq!(go_file_mode(0o40755), mode::DIR | 0o755);
+        assert_eq!(go_file_mode(0o120777), mode::SYMLINK | 0o777);
+        assert_eq!(go_file_mode(0o104755), mode::SETUID | 0o755);
+        assert_eq!(go_file_mode(0o102755), mode::SETGID | 0o755);
+        assert_eq!(go_file_mode(0o41777), mode::DIR | mode::STICKY | 0o777);
+        assert_eq!(
+            go_file_mode(0o20620),
+            mode::DEVICE | mode::CHAR_DEVICE | 0o620
+        );
+        assert_eq!(go_file_mode(0o60660), mode::DEVICE | 0o660);
+        assert_eq!(go_file_mode(0o10644), mode::NAMED_PIPE | 0o644);
+        assert_eq!(go_file_mode(0o140755), mode::SOCKET | 0o755);
+        assert_eq!(mode::DIR, 0x8000_0000);
+        assert_eq!(mode::SYMLINK, 0x0800_0000);
+    }
+
+    #[test]
+    fn listing_is_depth_first_in_byte_order_of_names() {
+        let dir = tempfile::tempdir().unwrap();
+        for rel in ["b", "a-b", "a/c", "B", "z/y/x", "a/a"] {
+            write(dir.path(), rel, rel);
+        }
+        let stats = listing(dir.path(), &Wanted::default());
+        assert_eq!(
+            paths(&stats),
+            ["B", "a", "a/a", "a/c", "a-b", "b", "z", "z/y", "z/y/x"]
+        );
+        assert_receiver_order(&stats);
+    }
+
+    #[test]
+    fn stats_carry_mode_size_owner_time_and_links() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "run.sh", "#!/bin/sh\n");
+        fs::set_permissions(
+            dir.path().join("run.sh"),
+            fs::Permissions::from_mode(0o4755),
+        )
+        .unwrap();
+        symlink("run.sh", dir.path().join("link")).unwrap();
+        fs::hard_link(dir.path().join("run.sh"), dir.path().join("zz-hard")).unwrap();
+        fs::create_dir(dir.path().join("sub")).unwrap();
+
+        let stats = listing(dir.path(), &Wanted::default());
+        assert_eq!(paths(&stats), ["link", "run.sh", "sub", "zz-hard"]);
+        let meta = fs::symlink_metadata(dir.path().join("run.sh")).unwrap();
+
+        let link = &stats[0];
+        assert_eq!(link.mode, mode::SYMLINK | 0o777);
+        assert_eq!(link.linkname, "run.sh");
+        assert_eq!(link.size, 6);
+
+        let script = &stats[1];
+        assert_eq!(script.mode, mode::SETUID | 0o755);
+        assert_eq!(script.size, 10);
+        assert_eq!(script.uid, meta.uid());
+        assert_eq!(script.gid, meta.gid());
+        assert_eq!(
+            script.mod_time,
+            meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
+        );
+        assert!(script.linkname.is_empty());
+
+        assert_eq!(stats[2].mode & mode::DIR, mode::DIR);
+        assert_eq!(stats[2].size, 0);
+
+        let hard = &stats[3];
+        assert_eq!(hard.linkname, "run.sh");
+        assert_eq!(hard.size, 0);
+        assert_eq!(hard.mode, mode::SETUID | 0o755);
+    }
+
+    #[test]
+    fn excluded_folders_are_left_out_unless_an_exception_reaches_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        for rel in [
+            "app.log",
+            "src/main.rs",
+            "src/debug.log",
+            "build/out.bin",
+            "build/keep.txt",
+            "build/deep/x",
+            "node_modules/a/index.js",
+        ] {
+            write(dir.path(), rel, rel);
+        }
+        let excludes = ["**/*.log", "build", "!build/keep.txt", "node_modules"];
+        let stats = listing(dir.path(), &wanted(&[], &excludes, &[]));
+        assert_eq!(
+            paths(&stats),
+            ["build", "build/keep.txt", "src", "src/main.rs"]
+        );
+        assert_receiver_order(&stats);
+    }
+
+    #[test]
+    fn includes_send_the_folders_above_matched_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for rel in [
+            "Dockerfile",
+            "src/a/lib.rs",
+            "src/a/notes.txt",
+            "src/b.rs",
+            "docs/x.rs",
+        ] {
+            write(dir.path(), rel, rel);
+        }
+        let stats = listing(
+            dir.path(),
+            &wanted(&["src/**/*.rs", "Dockerfile"], &[], &[]),
+        );
+        assert_eq!(
+            paths(&stats),
+            ["Dockerfile", "src", "src/a", "src/a/lib.rs", "src/b.rs"]
+        );
+        assert_receiver_order(&stats);
+
+        let stats = listing(dir.path(), &wanted(&["src"], &["src/a"], &[]));
+        assert_eq!(paths(&stats), ["src", "src/b.rs"]);
+    }
+
+    #[test]
+    fn followpaths_include_the_symlink_and_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "real/Dockerfile.dev", "FROM x\n");
+        write(dir.path(), "other", "");
+        symlink("real/Dockerfile.dev", dir.path().join("Dockerfile")).unwrap();
+        let stats = listing(dir.path(), &wanted(&[], &[], &["Dockerfile"]));
+        assert_eq!(paths(&stats), ["Dockerfile", "real", "real/Dockerfile.dev"]);
+
+        let stats = listing(dir.path(), &wanted(&["other"], &[], &["missing"]));
+        assert_eq!(paths(&stats), ["other"]);
+
+        // As in fsutil, following `.` adds nothing to the include patterns.
+        let stats = listing(dir.path(), &wanted(&["other"], &[], &["."]));
+        assert_eq!(paths(&stats), ["other"]);
+    }
+
+    #[test]
+    fn metadata_values_may_be_url_encoded() {
+        let mut metadata = MetadataMap::new();
+        metadata.insert("dir-name", "context".parse().unwrap());
+        metadata.append("exclude-patterns", "a%C3%A9+b".parse().unwrap());
+        metadata.append("exclude-patterns", "%zz".parse().unwrap());
+        metadata.insert("exclude-patterns-encoded", "1".parse().unwrap());
+        metadata.append("include-patterns", "x+y".parse().unwrap());
+        let wanted = Wanted::from_metadata(&metadata);
+        assert_eq!(wanted.dir_name, "context");
+        assert_eq!(wanted.exclude_patterns, ["a\u{e9} b", "%zz"]);
+        assert_eq!(wanted.include_patterns, ["x+y"]);
+        assert!(wanted.follow_paths.is_empty());
+    }
+
+    /// Drives `send` like fsutil's receiver: takes the listing, asks for every regular file
+    /// without a hard-link target, then ends with FIN.
+    #[tokio::test]
+    async fn the_packet_exchange_ends_with_fin() {
+        let dir = tempfile::tempdir().unwrap();
+        let big: String = "0123456789".repeat(20_000);
+        write(dir.path(), "big.txt", &big);
+        write(dir.path(), "empty", "");
+        write(dir.path(), "sub/small", "hello");
+        fs::hard_link(dir.path().join("sub/small"), dir.path().join("sub/twin")).unwrap();
+
+        let (peer_tx, peer_rx) = mpsc::channel(16);
+        let (tx, mut rx) = channel();
+        let root = dir.path().to_owned();
+        let sender = tokio::spawn(async move {
+            send(root, Wanted::default(), ReceiverStream::new(peer_rx), tx).await
+        });
+
+        let mut stats = Vec::new();
+        loop {
+            let packet = rx.recv().await.unwrap().unwrap();
+            assert_eq!(packet.r#type(), PacketType::Stat);
+            match packet.stat {
+                Some(stat) => stats.push(stat),
+                None => break,
+            }
+        }
+        assert_eq!(
+            paths(&stats),
+            ["big.txt", "empty", "sub", "sub/small", "sub/twin"]
+        );
+        let wanted: Vec<u32> = stats
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.mode & mode::TYPE == 0 && s.linkname.is_empty())
+            .map(|(i, _)| i as u32)
+            .collect();
+        assert_eq!(wanted, [0, 1, 3]);
+        for id in &wanted {
+            peer_tx.send(Ok(Packet::request(*id))).await.unwrap();
+        }
+
+        let mut contents: HashMap<u32, Vec<u8>> = HashMap::new();
+        let mut done = BTreeSet::new();
+        while done.len() < wanted.len() {
+            let packet = rx.recv().await.unwrap().unwrap();
+            assert_eq!(packet.r#type(), PacketType::Data);
+            assert!(
+                !done.contains(&packet.id),
+                "data after the end of {}",
+                packet.id
+            );
+            if packet.data.is_empty() {
+                done.insert(packet.id);
+            } else {
+                assert!(packet.data.len() <= CHUNK);
+                contents.entry(packet.id).or_default().extend(packet.data);
+            }
+        }
+        assert_eq!(contents.remove(&0).unwrap(), big.as_bytes());
+        assert!(!contents.contains_key(&1));
+        assert_eq!(contents.remove(&3).unwrap(), b"hello");
+
+        peer_tx.send(Ok(Packet::fin())).await.unwrap();
+        let fin = rx.recv().await.unwrap().unwrap();
+        assert_eq!(fin.r#type(), PacketType::Fin);
+        sender.await.unwrap().unwrap();
+        assert!(rx.recv().await.is_none(), "the stream ends after FIN");
+    }
+
+    #[tokio::test]
+    async fn a_request_for_an_unknown_id_fails_with_an_error_packet() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a", "a");
+        let (peer_tx, peer_rx) = mpsc::channel(16);
+        let (tx, mut rx) = channel();
+        let root = dir.path().to_owned();
+        let sender = tokio::spawn(async move {
+            send(root, Wanted::default(), ReceiverStream::new(peer_rx), tx).await
+        });
+        while rx.recv().await.unwrap().unwrap().stat.is_some() {}
+        peer_tx.send(Ok(Packet::request(9))).await.unwrap();
+
+        let err = rx.recv().await.unwrap().unwrap();
+        assert_eq!(err.r#type(), PacketType::Err);
+        assert!(String::from_utf8_lossy(&err.data).contains("unknown file ID 9"));
+        let status = rx.recv().await.unwrap().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(matches!(sender.await.unwrap(), Err(Error::Protocol { .. })));
+    }
+
+    #[tokio::test]
+    async fn an_error_from_the_receiver_ends_the_transfer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (peer_tx, peer_rx) = mpsc::channel(16);
+        let (tx, _rx) = channel();
+        let root = dir.path().to_owned();
+        let sender = tokio::spawn(async move {
+            send(root, Wanted::default(), ReceiverStream::new(peer_rx), tx).await
+        });
+        peer_tx.send(Ok(Packet::error("disk full"))).await.unwrap();
+        let err = sender.await.unwrap().unwrap_err();
+        assert!(matches!(err, Error::Receiver { ref message } if message == "disk full"));
+    }
+
+    #[tokio::test]
+    async fn a_bad_pattern_is_reported_to_the_receiver() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_peer_tx, peer_rx) = mpsc::channel(16);
+        let (tx, mut rx) = channel();
+        let root = dir.path().to_owned();
+        let sender = tokio::spawn(async move {
+            send(
+                root,
+                wanted(&[], &["[oops"], &[]),
+                ReceiverStream::new(peer_rx),
+                tx,
+            )
+            .await
+        });
+        let err = rx.recv().await.unwrap().unwrap();
+        assert_eq!(err.r#type(), PacketType::Err);
+        assert!(String::from_utf8_lossy(&err.data).contains("`[oops`"));
+        assert_eq!(
+            rx.recv().await.unwrap().unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        assert!(matches!(
+            sender.await.unwrap(),
+            Err(Error::InvalidPattern { .. })
+        ));
+    }
+}

@@ -377,3 +377,261 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::uri::PathAndQuery;
+    use proto::{BytesMessage, PacketType};
+    use tokio::sync::mpsc;
+    use tonic::client::Grpc as Client;
+
+    type Call =
+        tower::util::BoxCloneService<http::Request<Body>, http::Response<Incoming>, hyper::Error>;
+
+    /// A gRPC client on one end of an in-memory stream, the session served on the other.
+    async fn connect(spec: SessionSpec) -> Client<Call> {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(serve(server_io, Arc::new(spec)));
+        let (sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client_io))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let service = tower::service_fn(move |request: http::Request<Body>| {
+            let mut sender = sender.clone();
+            async move { sender.send_request(request).await }
+        });
+        Client::with_origin(
+            tower::util::BoxCloneService::new(service),
+            "http://session".parse().unwrap(),
+        )
+    }
+
+    async fn unary<Req, Resp>(
+        client: &mut Client<Call>,
+        path: &str,
+        message: Req,
+    ) -> Result<Resp, Status>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        client.ready().await.unwrap();
+        let path = PathAndQuery::try_from(path).unwrap();
+        client
+            .unary(Request::new(message), path, ProstCodec::default())
+            .await
+            .map(Response::into_inner)
+    }
+
+    fn spec() -> SessionSpec {
+        SessionSpec::new("project", "key")
+    }
+
+    #[test]
+    fn headers_announce_the_session_and_every_method() {
+        let mut spec = SessionSpec::new("caf\u{e9} project", "k");
+        spec.credentials
+            .insert("127.0.0.1:5000".into(), ("user".into(), "hunter2".into()));
+        assert_eq!(spec.id.len(), ID_LEN);
+        assert_ne!(spec.id, SessionSpec::new("x", "k").id);
+        let headers = spec.headers();
+        assert_eq!(
+            headers[0],
+            ("X-Docker-Expose-Session-Uuid".into(), spec.id.clone())
+        );
+        assert_eq!(headers[1].1, "caf_ project");
+        assert_eq!(
+            headers[2],
+            ("X-Docker-Expose-Session-Sharedkey".into(), "k".into())
+        );
+        let methods: Vec<&str> = headers[3..].iter().map(|(_, v)| v.as_str()).collect();
+        assert_eq!(methods, METHODS);
+        assert!(headers[3..]
+            .iter()
+            .all(|(k, _)| k == "X-Docker-Expose-Session-Grpc-Method"));
+        assert!(
+            !format!("{spec:?}").contains("hunter2"),
+            "secrets stay out of Debug"
+        );
+    }
+
+    #[test]
+    fn shared_keys_follow_the_folder() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        assert_eq!(shared_key_for(a.path()), shared_key_for(a.path()));
+        assert_ne!(shared_key_for(a.path()), shared_key_for(b.path()));
+        assert_eq!(shared_key_for(a.path()).len(), 64);
+    }
+
+    #[tokio::test]
+    async fn health_is_serving_and_unknown_methods_are_unimplemented() {
+        let mut client = connect(spec()).await;
+        let health: HealthCheckResponse =
+            unary(&mut client, HEALTH_CHECK, HealthCheckRequest::default())
+                .await
+                .unwrap();
+        assert_eq!(health.status(), ServingStatus::Serving);
+
+        let err = unary::<_, HealthCheckResponse>(
+            &mut client,
+            "/moby.buildkit.secrets.v1.Secrets/GetSecret",
+            HealthCheckRequest::default(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unimplemented);
+    }
+
+    #[tokio::test]
+    async fn credentials_are_answered_by_host() {
+        let mut spec = spec();
+        spec.credentials
+            .insert("127.0.0.1:5000".into(), ("user".into(), "pw".into()));
+        spec.credentials
+            .insert("docker.io".into(), ("hub".into(), "token".into()));
+        let mut client = connect(spec).await;
+        let ask = |host: &str| CredentialsRequest { host: host.into() };
+
+        let found: CredentialsResponse =
+            unary(&mut client, AUTH_CREDENTIALS, ask("127.0.0.1:5000"))
+                .await
+                .unwrap();
+        assert_eq!(
+            (found.username.as_str(), found.secret.as_str()),
+            ("user", "pw")
+        );
+        let hub: CredentialsResponse =
+            unary(&mut client, AUTH_CREDENTIALS, ask("registry-1.docker.io"))
+                .await
+                .unwrap();
+        assert_eq!(hub.username, "hub");
+        let none: CredentialsResponse =
+            unary(&mut client, AUTH_CREDENTIALS, ask("example.invalid"))
+                .await
+                .unwrap();
+        assert_eq!(none, CredentialsResponse::default());
+    }
+
+    #[tokio::test]
+    async fn file_send_writes_the_chunks_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("out.tar");
+        let mut spec = spec();
+        spec.output = Some(output.clone());
+        let mut client = connect(spec).await;
+
+        let chunks: Vec<BytesMessage> = (0..50u8)
+            .map(|i| BytesMessage {
+                data: vec![i; 10_000],
+            })
+            .collect();
+        let mut request = Request::new(tokio_stream::iter(chunks));
+        request
+            .metadata_mut()
+            .insert("buildkit-attachable-exporter-id", "0".parse().unwrap());
+        client.ready().await.unwrap();
+        let response = client
+            .streaming::<_, _, BytesMessage, _>(
+                request,
+                PathAndQuery::from_static(FILE_SEND_DIFF_COPY),
+                ProstCodec::default(),
+            )
+            .await
+            .unwrap();
+        let mut replies = response.into_inner();
+        assert!(replies.message().await.unwrap().is_none());
+
+        let written = std::fs::read(&output).unwrap();
+        assert_eq!(written.len(), 500_000);
+        assert!(written
+            .chunks(10_000)
+            .enumerate()
+            .all(|(i, c)| c.iter().all(|b| *b == i as u8)));
+    }
+
+    #[tokio::test]
+    async fn file_send_without_an_output_fails() {
+        let mut client = connect(spec()).await;
+        client.ready().await.unwrap();
+        let chunks = tokio_stream::iter(vec![BytesMessage { data: vec![1] }]);
+        let err = client
+            .streaming::<_, _, BytesMessage, _>(
+                Request::new(chunks),
+                PathAndQuery::from_static(FILE_SEND_DIFF_COPY),
+                ProstCodec::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        assert!(err.message().contains("no file"), "{}", err.message());
+    }
+
+    /// One DiffCopy call over HTTP/2 with the metadata BuildKit sends.
+    async fn diff_copy_call(
+        client: &mut Client<Call>,
+        dir_name: &str,
+        excludes: &[&str],
+    ) -> Result<(mpsc::Sender<Packet>, Streaming<Packet>), Status> {
+        let (tx, rx) = mpsc::channel(16);
+        let mut request = Request::new(ReceiverStream::new(rx));
+        let metadata = request.metadata_mut();
+        metadata.insert("dir-name", dir_name.parse().unwrap());
+        for pattern in excludes {
+            metadata.append("exclude-patterns", pattern.parse().unwrap());
+        }
+        client.ready().await.unwrap();
+        let response = client
+            .streaming(
+                request,
+                PathAndQuery::from_static(FILE_SYNC_DIFF_COPY),
+                ProstCodec::default(),
+            )
+            .await?;
+        Ok((tx, response.into_inner()))
+    }
+
+    #[tokio::test]
+    async fn file_sync_sends_a_shared_folder_over_http2() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+        std::fs::write(dir.path().join("secret.env"), "x").unwrap();
+        let mut spec = spec();
+        spec.dirs.insert("context".into(), dir.path().to_owned());
+        let mut client = connect(spec).await;
+
+        let (tx, mut packets) = diff_copy_call(&mut client, "context", &["*.env"])
+            .await
+            .unwrap();
+        let first = packets.message().await.unwrap().unwrap();
+        assert_eq!(first.stat.as_ref().unwrap().path, "Dockerfile");
+        let end = packets.message().await.unwrap().unwrap();
+        assert!(end.stat.is_none(), "secret.env is excluded");
+
+        tx.send(Packet::request(0)).await.unwrap();
+        let data = packets.message().await.unwrap().unwrap();
+        assert_eq!(data.r#type(), PacketType::Data);
+        assert_eq!(data.data, b"FROM scratch\n");
+        assert!(packets.message().await.unwrap().unwrap().data.is_empty());
+
+        tx.send(Packet::fin()).await.unwrap();
+        assert_eq!(
+            packets.message().await.unwrap().unwrap().r#type(),
+            PacketType::Fin
+        );
+        drop(tx);
+        assert!(packets.message().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn file_sync_refuses_folders_it_does_not_share() {
+        let mut client = connect(spec()).await;
+        let err = diff_copy_call(&mut client, "elsewhere", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound);
+        assert!(err.message().contains("`elsewhere`"), "{}", err.message());
+    }
+}
