@@ -1,0 +1,381 @@
+//! envc's session server against a real BuildKit: the Docker 26 daemon of
+//! `scripts/buildkit.sh` (address in `ENVC_BUILDKIT_ADDR`), pulling busybox from the loopback
+//! registry at 127.0.0.1:5000. BuildKit reads a local folder through the session's file sync
+//! and sends the `oci` exporter's tar back through its file send. Without a daemon each test
+//! prints why and passes, except under CI (`CI` set), where it fails.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use envc::engine::buildkit::connect::{self, Address};
+use envc::engine::buildkit::proto::control::{Exporter, SolveRequest, SolveResponse};
+use envc::engine::buildkit::proto::pb::{
+    self, file_action, op, Definition, FileAction, FileActionCopy, FileOp, Input, Op, SourceOp,
+};
+use envc::engine::buildkit::session::{self, SessionSpec};
+use tonic::transport::Channel;
+
+const DEFAULT_ADDR: &str = "docker:///var/lib/envc-ci/buildkit/docker.sock";
+const BUSYBOX: &str = "127.0.0.1:5000/busybox:latest";
+
+/// The daemon's address, or `None` (after printing why, or failing under CI) when it is absent.
+fn daemon() -> Option<Address> {
+    let value = std::env::var("ENVC_BUILDKIT_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_owned());
+    let address = Address::parse(&value).expect("ENVC_BUILDKIT_ADDR parses");
+    let socket = match &address {
+        Address::Docker(path) | Address::Unix(path) => Some(path.clone()),
+        Address::Tcp { .. } => None,
+    };
+    if let Some(socket) = socket.filter(|s| !s.exists()) {
+        let reason = format!(
+            "no BuildKit at `{value}` (`{}` is missing); start it with scripts/buildkit.sh start",
+            socket.display()
+        );
+        if std::env::var_os("CI").is_some() {
+            panic!("{reason}");
+        }
+        eprintln!("skipped: {reason}");
+        return None;
+    }
+    Some(address)
+}
+
+/// Opens the session's transport and serves it in the background; the session is running
+/// before this returns, so a Solve sent next finds it.
+async fn start_session(address: &Address, spec: Arc<SessionSpec>) {
+    let Address::Docker(socket) = address else {
+        panic!("these tests open sessions on a Docker daemon only, not `{address}`");
+    };
+    let io = connect::docker_upgrade(socket, "/session", &spec.headers())
+        .await
+        .expect("the daemon upgrades POST /session");
+    tokio::spawn(async move {
+        if let Err(e) = session::serve(io, spec).await {
+            eprintln!("session ended: {e}");
+        }
+    });
+}
+
+async fn solve(address: &Address, request: SolveRequest) -> Result<SolveResponse, tonic::Status> {
+    let channel: Channel = connect::channel(address, None).await.expect("daemon reachable");
+    let mut client = tonic::client::Grpc::new(channel);
+    client.ready().await.expect("channel ready");
+    let path = http::uri::PathAndQuery::from_static("/moby.buildkit.v1.Control/Solve");
+    client
+        .unary(
+            tonic::Request::new(request),
+            path,
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+fn write(root: &Path, rel: &str, contents: &str) {
+    let path = root.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, contents).unwrap();
+}
+
+/// A project folder with files that patterns below leave out.
+fn context_folder() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "app/main.sh", "echo hello\n");
+    write(dir.path(), "app/notes.txt", "notes\n");
+    write(dir.path(), "debug.log", "noise\n");
+    write(dir.path(), "keep.log", "kept\n");
+    write(dir.path(), "secret/token", "hunter2\n");
+    write(dir.path(), "deep/a/b/c.txt", "deep\n");
+    dir
+}
+
+/// The file contents of the last layer of the only image in an OCI layout tar.
+fn last_layer_files(oci_tar: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut blobs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(oci_tar).unwrap());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        blobs.insert(path, data);
+    }
+    let index: serde_json::Value =
+        serde_json::from_slice(blobs.get("index.json").expect("the tar holds index.json")).unwrap();
+    assert!(blobs.contains_key("oci-layout"), "{:?}", blobs.keys());
+    let blob = |digest: &str| {
+        let path = format!("blobs/{}", digest.replacen(':', "/", 1));
+        blobs.get(&path).unwrap_or_else(|| panic!("missing {path}")).clone()
+    };
+    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&blob(manifest_digest)).unwrap();
+    let layer = manifest["layers"].as_array().unwrap().last().unwrap();
+    let compressed = blob(layer["digest"].as_str().unwrap());
+    let media_type = layer["mediaType"].as_str().unwrap();
+    let raw: Box<dyn Read> = if media_type.ends_with("gzip") {
+        Box::new(flate2::read::GzDecoder::new(compressed.as_slice()))
+    } else {
+        assert!(media_type.ends_with("tar"), "unexpected layer type {media_type}");
+        Box::new(compressed.as_slice())
+    };
+    let mut files = BTreeMap::new();
+    for entry in tar::Archive::new(raw).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.header().entry_type().is_file() {
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            files.insert(path, data);
+        }
+    }
+    files
+}
+
+fn encoded(op: &Op) -> (Vec<u8>, String) {
+    pb::encode_op(op)
+}
+
+fn oci_exporter() -> Vec<Exporter> {
+    vec![Exporter {
+        r#type: "oci".into(),
+        attrs: BTreeMap::new(),
+    }]
+}
+
+fn output_spec(name: &str, out: &Path, dirs: &[(&str, PathBuf)]) -> SessionSpec {
+    let mut spec = SessionSpec::new(name, session::shared_key_for(out));
+    spec.output = Some(out.join("image.tar"));
+    for (name, dir) in dirs {
+        spec.dirs.insert((*name).to_owned(), dir.clone());
+    }
+    spec
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_source_is_copied_into_busybox_and_exported_as_an_oci_tar() {
+    let Some(address) = daemon() else { return };
+    let context = context_folder();
+    let out = tempfile::tempdir().unwrap();
+    let spec = Arc::new(output_spec(
+        "local-source",
+        out.path(),
+        &[("context", context.path().to_owned())],
+    ));
+
+    let image = Op {
+        op: Some(op::Op::Source(SourceOp {
+            identifier: format!("docker-image://{BUSYBOX}"),
+            attrs: BTreeMap::new(),
+        })),
+        ..Op::default()
+    };
+    let excludes = serde_json::to_string(&["*.log", "!keep.log", "secret"]).unwrap();
+    let local = Op {
+        op: Some(op::Op::Source(SourceOp {
+            identifier: "local://context".into(),
+            attrs: BTreeMap::from([
+                ("local.session".to_owned(), spec.id.clone()),
+                ("local.sharedkeyhint".to_owned(), "context".to_owned()),
+                ("local.excludepatterns".to_owned(), excludes),
+            ]),
+        })),
+        ..Op::default()
+    };
+    let (image_bytes, image_digest) = encoded(&image);
+    let (local_bytes, local_digest) = encoded(&local);
+    let copy = Op {
+        inputs: vec![
+            Input {
+                digest: image_digest,
+                index: 0,
+            },
+            Input {
+                digest: local_digest,
+                index: 0,
+            },
+        ],
+        op: Some(op::Op::File(FileOp {
+            actions: vec![FileAction {
+                input: 0,
+                secondary_input: 1,
+                output: 0,
+                action: Some(file_action::Action::Copy(FileActionCopy {
+                    src: "/".into(),
+                    dest: "/ctx".into(),
+                    mode: -1,
+                    dir_copy_contents: true,
+                    create_dest_path: true,
+                    follow_symlink: true,
+                    allow_wildcard: true,
+                    allow_empty_wildcard: true,
+                    timestamp: -1,
+                    ..FileActionCopy::default()
+                })),
+            }],
+        })),
+        ..Op::default()
+    };
+    let (copy_bytes, copy_digest) = encoded(&copy);
+    let terminal = Op {
+        inputs: vec![Input {
+            digest: copy_digest,
+            index: 0,
+        }],
+        ..Op::default()
+    };
+    let (terminal_bytes, _) = encoded(&terminal);
+
+    start_session(&address, spec.clone()).await;
+    let response = solve(
+        &address,
+        SolveRequest {
+            r#ref: format!("envc-session-test-{}", spec.id),
+            definition: Some(Definition {
+                def: vec![image_bytes, local_bytes, copy_bytes, terminal_bytes],
+                ..Definition::default()
+            }),
+            session: spec.id.clone(),
+            exporters: oci_exporter(),
+            ..SolveRequest::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|status| panic!("solve failed: {}", status.message()));
+    assert!(
+        response.exporter_response.contains_key("containerimage.digest"),
+        "{:?}",
+        response.exporter_response
+    );
+
+    let files = last_layer_files(spec.output.as_ref().unwrap());
+    let names: Vec<&str> = files.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "ctx/app/main.sh",
+            "ctx/app/notes.txt",
+            "ctx/deep/a/b/c.txt",
+            "ctx/keep.log"
+        ]
+    );
+    assert_eq!(files["ctx/app/main.sh"], b"echo hello\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dockerfile_frontend_reads_context_and_dockerfile_through_the_session() {
+    let Some(address) = daemon() else { return };
+    let context = context_folder();
+    write(
+        context.path(),
+        ".dockerignore",
+        "# comments and blank lines are skipped\n\n*.log\n!keep.log\n/secret\n**/c.txt\n",
+    );
+    let dockerfile_dir = tempfile::tempdir().unwrap();
+    write(
+        dockerfile_dir.path(),
+        "build.Dockerfile",
+        &format!(
+            "ARG BASE={BUSYBOX}\n\
+             FROM ${{BASE}} AS build\n\
+             ARG GREETING\n\
+             COPY . /src\n\
+             RUN --network=none echo \"$GREETING\" > /greeting && cd /src && find . | sort > /listing\n\
+             FROM {BUSYBOX} AS final\n\
+             COPY --from=build /greeting /listing /out/\n\
+             FROM final AS unused\n\
+             RUN --network=none false\n"
+        ),
+    );
+    let out = tempfile::tempdir().unwrap();
+    let spec = Arc::new(output_spec(
+        "dockerfile",
+        out.path(),
+        &[
+            ("context", context.path().to_owned()),
+            ("dockerfile", dockerfile_dir.path().to_owned()),
+        ],
+    ));
+
+    start_session(&address, spec.clone()).await;
+    solve(
+        &address,
+        SolveRequest {
+            r#ref: format!("envc-session-test-{}", spec.id),
+            session: spec.id.clone(),
+            frontend: "dockerfile.v0".into(),
+            frontend_attrs: BTreeMap::from([
+                ("filename".to_owned(), "build.Dockerfile".to_owned()),
+                ("build-arg:GREETING".to_owned(), "hi from envc".to_owned()),
+                ("target".to_owned(), "final".to_owned()),
+            ]),
+            exporters: oci_exporter(),
+            ..SolveRequest::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|status| panic!("solve failed: {}", status.message()));
+
+    let files = last_layer_files(spec.output.as_ref().unwrap());
+    assert_eq!(files["out/greeting"], b"hi from envc\n");
+    let listing = String::from_utf8(files["out/listing"].clone()).unwrap();
+    let listed: Vec<&str> = listing.lines().collect();
+    assert_eq!(
+        listed,
+        [
+            ".",
+            "./.dockerignore",
+            "./app",
+            "./app/main.sh",
+            "./app/notes.txt",
+            "./deep",
+            "./deep/a",
+            "./deep/a/b",
+            "./keep.log",
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_the_build_does_not_share_fails_the_solve_with_its_name() {
+    let Some(address) = daemon() else { return };
+    let out = tempfile::tempdir().unwrap();
+    let spec = Arc::new(output_spec("missing-dir", out.path(), &[]));
+    let local = Op {
+        op: Some(op::Op::Source(SourceOp {
+            identifier: "local://elsewhere".into(),
+            attrs: BTreeMap::from([("local.session".to_owned(), spec.id.clone())]),
+        })),
+        ..Op::default()
+    };
+    let (local_bytes, local_digest) = encoded(&local);
+    let terminal = Op {
+        inputs: vec![Input {
+            digest: local_digest,
+            index: 0,
+        }],
+        ..Op::default()
+    };
+    start_session(&address, spec.clone()).await;
+    let status = solve(
+        &address,
+        SolveRequest {
+            r#ref: format!("envc-session-test-{}", spec.id),
+            definition: Some(Definition {
+                def: vec![local_bytes, encoded(&terminal).0],
+                ..Definition::default()
+            }),
+            session: spec.id.clone(),
+            exporters: oci_exporter(),
+            ..SolveRequest::default()
+        },
+    )
+    .await
+    .expect_err("the solve fails");
+    assert!(
+        status.message().contains("`elsewhere`"),
+        "{}",
+        status.message()
+    );
+}
