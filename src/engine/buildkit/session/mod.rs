@@ -8,6 +8,7 @@
 //! stream); opening that stream, and telling BuildKit the session's ID in `SolveRequest`, is
 //! the client's part. Secrets (`GetSecret`) and SSH forwarding are not served.
 
+pub mod content;
 mod filesend;
 pub mod fsutil;
 pub mod patterns;
@@ -39,11 +40,13 @@ pub const FILE_SEND_DIFF_COPY: &str = "/moby.filesync.v1.FileSend/DiffCopy";
 pub const AUTH_CREDENTIALS: &str = "/moby.filesync.v1.Auth/Credentials";
 
 /// Every method this session serves; any other answers UNIMPLEMENTED.
-pub const METHODS: [&str; 4] = [
+pub const METHODS: [&str; 6] = [
     HEALTH_CHECK,
     FILE_SYNC_DIFF_COPY,
     FILE_SEND_DIFF_COPY,
     AUTH_CREDENTIALS,
+    content::CONTENT_INFO,
+    content::CONTENT_READ,
 ];
 
 /// Length of a session ID, as BuildKit's own clients make them.
@@ -66,6 +69,9 @@ pub struct SessionSpec {
     pub output: Option<PathBuf>,
     /// Registry credentials by host, `(username, secret)`, answered through the auth service.
     pub credentials: BTreeMap<String, (String, String)>,
+    /// OCI layout folders BuildKit may read blobs from, by the store ID that `oci-layout://`
+    /// sources name in their `oci.store` attr.
+    pub content_stores: BTreeMap<String, PathBuf>,
 }
 
 impl fmt::Debug for SessionSpec {
@@ -77,6 +83,7 @@ impl fmt::Debug for SessionSpec {
             .field("dirs", &self.dirs)
             .field("output", &self.output)
             .field("credentials", &self.credentials.keys().collect::<Vec<_>>())
+            .field("content_stores", &self.content_stores)
             .finish()
     }
 }
@@ -194,6 +201,7 @@ async fn route(spec: Arc<SessionSpec>, request: http::Request<Incoming>) -> http
                 .unary(service, request)
                 .await
         }
+        content::CONTENT_INFO | content::CONTENT_READ => content::route(spec, &path, request).await,
         _ => Status::unimplemented(format!("envc's session does not serve `{path}`")).into_http(),
     }
 }
