@@ -2,5 +2,7 @@
 
 pub mod client;
 pub mod connect;
+pub mod dockerfile;
+pub mod layout;
 pub mod proto;
 pub mod session;
