@@ -59,7 +59,9 @@ async fn start_session(address: &Address, spec: Arc<SessionSpec>) {
 }
 
 async fn solve(address: &Address, request: SolveRequest) -> Result<SolveResponse, tonic::Status> {
-    let channel: Channel = connect::channel(address, None).await.expect("daemon reachable");
+    let channel: Channel = connect::channel(address, None)
+        .await
+        .expect("daemon reachable");
     let mut client = tonic::client::Grpc::new(channel);
     client.ready().await.expect("channel ready");
     let path = http::uri::PathAndQuery::from_static("/moby.buildkit.v1.Control/Solve");
@@ -107,7 +109,10 @@ fn last_layer_files(oci_tar: &Path) -> BTreeMap<String, Vec<u8>> {
     assert!(blobs.contains_key("oci-layout"), "{:?}", blobs.keys());
     let blob = |digest: &str| {
         let path = format!("blobs/{}", digest.replacen(':', "/", 1));
-        blobs.get(&path).unwrap_or_else(|| panic!("missing {path}")).clone()
+        blobs
+            .get(&path)
+            .unwrap_or_else(|| panic!("missing {path}"))
+            .clone()
     };
     let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap();
     let manifest: serde_json::Value = serde_json::from_slice(&blob(manifest_digest)).unwrap();
@@ -117,7 +122,10 @@ fn last_layer_files(oci_tar: &Path) -> BTreeMap<String, Vec<u8>> {
     let raw: Box<dyn Read> = if media_type.ends_with("gzip") {
         Box::new(flate2::read::GzDecoder::new(compressed.as_slice()))
     } else {
-        assert!(media_type.ends_with("tar"), "unexpected layer type {media_type}");
+        assert!(
+            media_type.ends_with("tar"),
+            "unexpected layer type {media_type}"
+        );
         Box::new(compressed.as_slice())
     };
     let mut files = BTreeMap::new();
@@ -244,7 +252,9 @@ async fn a_local_source_is_copied_into_busybox_and_exported_as_an_oci_tar() {
     .await
     .unwrap_or_else(|status| panic!("solve failed: {}", status.message()));
     assert!(
-        response.exporter_response.contains_key("containerimage.digest"),
+        response
+            .exporter_response
+            .contains_key("containerimage.digest"),
         "{:?}",
         response.exporter_response
     );

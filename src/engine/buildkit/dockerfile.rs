@@ -29,7 +29,7 @@ use super::client::{self, Client};
 use super::proto::control::{CacheOptions, Exporter, SolveRequest, SolveResponse};
 use super::session::{self, SessionSpec};
 use crate::config::{DockerfileSource, ImageSource, Location};
-use crate::engine::Cancel;
+use crate::engine::{Cancel, Network};
 use crate::progress::{Event, Reporter};
 use crate::store::{ContentStore, Store};
 use progress::StageProgress;
@@ -48,12 +48,16 @@ const STATUS_DRAIN: Duration = Duration::from_secs(2);
 pub struct StageOptions {
     /// `SOURCE_DATE_EPOCH` for the stage, unless its build args set one.
     pub source_date_epoch: i64,
+    /// The network of the Dockerfile's `RUN` steps, as for Feature steps; `--network` in
+    /// `build.options` overrides it. BuildKit's own default, a bridged sandbox, is not used:
+    /// it needs a bridge network the daemon may not have.
+    pub network: Network,
     /// Registry credentials by host, `(username, secret)`, for the stage's `FROM` images.
     pub credentials: BTreeMap<String, (String, String)>,
 }
 
 /// A built Dockerfile stage: an OCI image layout holding exactly one image.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StageImage {
     /// The layout folder, `stages/<manifest hex>` under the store root.
     pub dir: PathBuf,
@@ -66,6 +70,19 @@ pub struct StageImage {
     /// The stage built: the target's name, or `None` for the Dockerfile's last stage.
     pub target: Option<String>,
     pub duration: Duration,
+}
+
+impl std::fmt::Debug for StageImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StageImage")
+            .field("dir", &self.dir)
+            .field("digest", &self.digest)
+            .field("manifest", &format_args!("{} bytes", self.manifest.len()))
+            .field("config", &format_args!("{} bytes", self.config.len()))
+            .field("target", &self.target)
+            .field("duration", &self.duration)
+            .finish()
+    }
 }
 
 impl StageImage {
@@ -251,9 +268,7 @@ pub async fn build_stage(
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_else(|| "Dockerfile".to_owned());
-    let frontend = frontend_request(source, &filename, options.source_date_epoch, &|name| {
-        std::env::var(name).ok()
-    })?;
+    let frontend = frontend_request(source, &filename, options, &|name| std::env::var(name).ok())?;
     let target = frontend.target.clone();
     let stage = stage_label(target.as_deref());
     reporter.report(Event::Base {
@@ -291,7 +306,13 @@ pub async fn build_stage(
     let tar = work.path().join("image.tar");
     let unpacked = work.path().join("layout");
     std::fs::create_dir(&unpacked).map_err(Error::io("create", &unpacked))?;
+    let unpacking = Instant::now();
     let descriptor = unpack::unpack_layout(&tar, &unpacked)?;
+    tracing::debug!(
+        solve = ?unpacking.duration_since(started),
+        unpack = ?unpacking.elapsed(),
+        "Dockerfile stage exported and unpacked"
+    );
     let digest = descriptor
         .get("digest")
         .and_then(|d| d.as_str())
@@ -603,7 +624,11 @@ mod tests {
         let mut source = source_in(dir.path(), "../Dockerfile", "..", "build");
         source.cache_from = vec!["127.0.0.1:5000/cache".into()];
         source.options = vec!["--network=host".into()];
-        let frontend = frontend_request(&source, "Dockerfile", 7, &|_| None).unwrap();
+        let settings = StageOptions {
+            source_date_epoch: 7,
+            ..StageOptions::default()
+        };
+        let frontend = frontend_request(&source, "Dockerfile", &settings, &|_| None).unwrap();
         let request = solve_request(&spec, frontend);
 
         assert_eq!(request.r#ref, "envc-stage-sess");

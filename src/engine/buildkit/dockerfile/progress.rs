@@ -143,14 +143,18 @@ fn is_step(name: &str) -> bool {
     split_step(name).is_some()
 }
 
-/// Splits `[STAGE N/M] INSTRUCTION` into the stage name and the instruction.
-pub fn split_step(name: &str) -> Option<(&str, &str)> {
+/// Splits `[STAGE N/M] INSTRUCTION` into the stage name and the instruction. The frontend
+/// leaves the stage name out (`[N/M] ...`) when the Dockerfile has a single stage.
+pub fn split_step(name: &str) -> Option<(Option<&str>, &str)> {
     let rest = name.strip_prefix('[')?;
     let (inside, instruction) = rest.split_once("] ")?;
-    let (stage, counter) = inside.rsplit_once(' ')?;
+    let (stage, counter) = match inside.rsplit_once(' ') {
+        Some((stage, counter)) => (Some(stage).filter(|s| !s.is_empty()), counter),
+        None => (None, inside),
+    };
     let (step, of) = counter.split_once('/')?;
     let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    (numeric(step) && numeric(of) && !stage.is_empty()).then_some((stage, instruction))
+    (numeric(step) && numeric(of)).then_some((stage, instruction))
 }
 
 /// One instruction of a Dockerfile, continuation lines joined.
@@ -210,7 +214,8 @@ fn collapse(text: &str) -> String {
 
 /// Finds the line of the instruction that the vertex `name` (`[STAGE N/M] INSTRUCTION`) ran.
 /// Variables in the Dockerfile match any text, since the frontend may show them expanded; a
-/// `FROM` step is the stage's `FROM` line. `None` when nothing matches.
+/// `FROM` step is the stage's `FROM` line. Without a stage name, every stage is searched in
+/// order. `None` when nothing matches.
 pub fn instruction_line(dockerfile: &str, name: &str) -> Option<usize> {
     let (stage, wanted) = split_step(name)?;
     let wanted = collapse(wanted);
@@ -232,20 +237,29 @@ pub fn instruction_line(dockerfile: &str, name: &str) -> Option<usize> {
     }
 
     let numbered = stage
-        .strip_prefix("stage-")
+        .and_then(|stage| stage.strip_prefix("stage-"))
         .and_then(|n| n.parse::<usize>().ok());
-    let body = stages.iter().enumerate().find_map(|(index, body)| {
-        let named = stage_name(&body[0].text).is_some_and(|s| s.eq_ignore_ascii_case(stage));
-        (named || numbered == Some(index)).then_some(*body)
-    })?;
-    if keyword == "FROM" {
-        return Some(body[0].line);
-    }
+    let searched = stages
+        .iter()
+        .enumerate()
+        .filter(|(index, body)| match stage {
+            Some(stage) => {
+                let named =
+                    stage_name(&body[0].text).is_some_and(|s| s.eq_ignore_ascii_case(stage));
+                named || numbered == Some(*index)
+            }
+            None => true,
+        });
     let rest = &wanted[keyword.len()..];
-    body.iter()
-        .filter(|instruction| instruction.keyword == keyword)
-        .find(|instruction| matches_with_variables(&instruction.text[keyword.len()..], rest))
-        .map(|instruction| instruction.line)
+    searched.map(|(_, body)| *body).find_map(|body| {
+        if keyword == "FROM" {
+            return Some(body[0].line);
+        }
+        body.iter()
+            .filter(|instruction| instruction.keyword == keyword)
+            .find(|instruction| matches_with_variables(&instruction.text[keyword.len()..], rest))
+            .map(|instruction| instruction.line)
+    })
 }
 
 /// The `AS NAME` of a `FROM` instruction.
@@ -337,12 +351,13 @@ RUN echo release > /etc/release
     fn steps_are_split_into_stage_and_instruction() {
         assert_eq!(
             split_step("[dev 2/3] RUN echo hi"),
-            Some(("dev", "RUN echo hi"))
+            Some((Some("dev"), "RUN echo hi"))
         );
         assert_eq!(
             split_step("[stage-0 1/1] FROM x"),
-            Some(("stage-0", "FROM x"))
+            Some((Some("stage-0"), "FROM x"))
         );
+        assert_eq!(split_step("[2/2] RUN make"), Some((None, "RUN make")));
         assert_eq!(
             split_step("[internal] load build definition from Dockerfile"),
             None
@@ -375,6 +390,8 @@ RUN echo release > /etc/release
             ("[stage-2 2/2] RUN echo release > /etc/release", Some(19)),
             ("[dev 1/3] RUN something else", None),
             ("[nope 1/1] RUN echo release > /etc/release", None),
+            ("[2/2] RUN echo release > /etc/release", Some(19)),
+            ("[1/2] FROM busybox", Some(4)),
             ("[internal] load metadata", None),
         ];
         for (name, line) in cases {

@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use super::Error;
+use super::{Error, StageOptions};
 use crate::config::DockerfileSource;
 use crate::engine::buildkit::proto::control::CacheOptionsEntry;
+use crate::engine::Network;
 
 /// The `docker build` options envc maps onto the frontend, as the hint lists them.
 pub const SUPPORTED_OPTIONS: &str = "`--build-arg NAME=VALUE`, `--target STAGE`, \
@@ -39,16 +40,11 @@ enum BuildOption {
     Network(Network),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Network {
-    None,
-    Host,
-}
-
 /// Builds the frontend request for `source`, whose Dockerfile is named `filename` inside the
 /// shared `dockerfile` folder. Settings apply in the order `docker build` applies them:
-/// `build.args` and `build.target` first, then `build.options`, so an option wins.
-/// `env` looks up host variables for `--build-arg NAME` without a value.
+/// `build.args` and `build.target` first, then `build.options`, so an option wins. The
+/// build's network choice applies to every `RUN` unless `--network` in `build.options`
+/// overrides it. `env` looks up host variables for `--build-arg NAME` without a value.
 ///
 /// # Errors
 ///
@@ -57,7 +53,7 @@ enum Network {
 pub fn frontend_request(
     source: &DockerfileSource,
     filename: &str,
-    epoch: i64,
+    settings: &StageOptions,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<FrontendRequest, Error> {
     let options = parse_options(source)?;
@@ -66,7 +62,7 @@ pub fn frontend_request(
     let mut target = source.target.clone();
     let mut labels = BTreeMap::new();
     let mut hosts = Vec::new();
-    let mut network = None;
+    let mut network = settings.network;
     for option in options {
         match option {
             BuildOption::Arg(name, Some(value)) => {
@@ -82,12 +78,12 @@ pub fn frontend_request(
                 labels.insert(name, value);
             }
             BuildOption::Host(host, ip) => hosts.push(format!("{host}={ip}")),
-            BuildOption::Network(mode) => network = Some(mode),
+            BuildOption::Network(mode) => network = mode,
         }
     }
     let epoch = args
         .entry(EPOCH_ARG.to_owned())
-        .or_insert_with(|| epoch.to_string())
+        .or_insert_with(|| settings.source_date_epoch.to_string())
         .clone();
 
     let mut attrs = BTreeMap::from([("filename".to_owned(), filename.to_owned())]);
@@ -105,14 +101,13 @@ pub fn frontend_request(
     }
     let mut entitlements = Vec::new();
     match network {
-        Some(Network::None) => {
+        Network::None => {
             attrs.insert("force-network-mode".to_owned(), "none".to_owned());
         }
-        Some(Network::Host) => {
+        Network::Host => {
             attrs.insert("force-network-mode".to_owned(), "host".to_owned());
             entitlements.push("network.host".to_owned());
         }
-        None => {}
     }
 
     let cache_imports: Vec<CacheOptionsEntry> = source
@@ -273,8 +268,15 @@ mod tests {
         None
     }
 
+    fn epoch(source_date_epoch: i64) -> StageOptions {
+        StageOptions {
+            source_date_epoch,
+            ..StageOptions::default()
+        }
+    }
+
     fn request(options: &[&str]) -> Result<FrontendRequest, Error> {
-        frontend_request(&source(options), "Dockerfile", 0, &no_env)
+        frontend_request(&source(options), "Dockerfile", &epoch(0), &no_env)
     }
 
     fn attrs(request: &FrontendRequest) -> Vec<(&str, &str)> {
@@ -295,6 +297,7 @@ mod tests {
                 ("build-arg:SOURCE_DATE_EPOCH", "0"),
                 ("build-arg:TOOL_VERSION", "2.5"),
                 ("filename", "Dockerfile"),
+                ("force-network-mode", "none"),
                 ("target", "dev"),
             ]
         );
@@ -340,13 +343,31 @@ mod tests {
         let request = request(&["--network=host"]).unwrap();
         assert_eq!(request.attrs["force-network-mode"], "host");
         assert_eq!(request.entitlements, ["network.host"]);
+
+        let settings = StageOptions {
+            network: Network::Host,
+            ..StageOptions::default()
+        };
+        let from_build = frontend_request(&source(&[]), "Dockerfile", &settings, &no_env);
+        let from_build = from_build.unwrap();
+        assert_eq!(from_build.attrs["force-network-mode"], "host");
+        assert_eq!(from_build.entitlements, ["network.host"]);
+        let overridden = frontend_request(
+            &source(&["--network=none"]),
+            "Dockerfile",
+            &settings,
+            &no_env,
+        );
+        let overridden = overridden.unwrap();
+        assert_eq!(overridden.attrs["force-network-mode"], "none");
+        assert!(overridden.entitlements.is_empty());
     }
 
     #[test]
     fn an_arg_without_value_comes_from_the_environment() {
         let env = |name: &str| (name == "FROM_HOST").then(|| "yes".to_owned());
         let source = source(&["--build-arg", "FROM_HOST", "--build-arg", "UNSET"]);
-        let request = frontend_request(&source, "Dockerfile", 0, &env).unwrap();
+        let request = frontend_request(&source, "Dockerfile", &epoch(0), &env).unwrap();
         assert_eq!(request.attrs["build-arg:FROM_HOST"], "yes");
         assert!(!request.attrs.contains_key("build-arg:UNSET"));
     }
@@ -354,11 +375,12 @@ mod tests {
     #[test]
     fn a_source_date_epoch_arg_wins_over_the_build_setting() {
         let source = source(&["--build-arg", "SOURCE_DATE_EPOCH=1700000000"]);
-        let request = frontend_request(&source, "Dockerfile", 42, &no_env).unwrap();
+        let request = frontend_request(&source, "Dockerfile", &epoch(42), &no_env).unwrap();
         assert_eq!(request.epoch, "1700000000");
         assert_eq!(request.attrs["build-arg:SOURCE_DATE_EPOCH"], "1700000000");
 
-        let request = frontend_request(&self::source(&[]), "Dockerfile", 42, &no_env).unwrap();
+        let request =
+            frontend_request(&self::source(&[]), "Dockerfile", &epoch(42), &no_env).unwrap();
         assert_eq!(request.epoch, "42");
     }
 
@@ -366,7 +388,7 @@ mod tests {
     fn cache_from_becomes_registry_imports_and_their_attr() {
         let mut source = source(&[]);
         source.cache_from = vec!["127.0.0.1:5000/cache:dev".into()];
-        let request = frontend_request(&source, "Dockerfile", 0, &no_env).unwrap();
+        let request = frontend_request(&source, "Dockerfile", &epoch(0), &no_env).unwrap();
         assert_eq!(request.cache_imports.len(), 1);
         assert_eq!(request.cache_imports[0].r#type, "registry");
         assert_eq!(
