@@ -32,7 +32,8 @@ const BUSYBOX: &str = "127.0.0.1:5000/busybox:latest";
 /// Held by every test that builds, so pruning never runs under another build of this file.
 static DAEMON: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The daemon's address, or `None` (after printing why, or failing under CI) when it is absent.
+/// Returns the daemon's address, or `None` (after printing why, or failing under CI) when it is
+/// absent.
 fn daemon() -> Option<Address> {
     let value = std::env::var("ENVC_BUILDKIT_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_owned());
     let address = Address::parse(&value).expect("ENVC_BUILDKIT_ADDR parses");
@@ -64,7 +65,7 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/dockerfile-project")
 }
 
-/// The fixture's Dockerfile source, as devcontainer.json gives it.
+/// Loads the fixture's Dockerfile source from its devcontainer.json.
 fn fixture_source() -> DockerfileSource {
     let file = fixture().join(".devcontainer/devcontainer.json");
     let config = config::load(&file, &|_| None).expect("the fixture's config loads");
@@ -82,14 +83,14 @@ fn blob(layout: &Path, digest: &str) -> PathBuf {
     layout.join("blobs").join(digest.replacen(':', "/", 1))
 }
 
-/// The regular files of every layer of the layout's image, later layers winning. Whiteouts
+/// Collects the regular files of every layer of the layout's image, later layers winning. Whiteouts
 /// are not applied: the tests only look for files no layer deletes.
 fn image_files(layout: &Path, digest: &str) -> BTreeMap<String, Vec<u8>> {
     let manifest = read_json(&blob(layout, digest));
     layer_files(layout, manifest["layers"].as_array().unwrap())
 }
 
-/// The regular files of `layers` (manifest layer descriptors) in the layout.
+/// Collects the regular files of `layers` (manifest layer descriptors) in the layout.
 fn layer_files(layout: &Path, layers: &[serde_json::Value]) -> BTreeMap<String, Vec<u8>> {
     let mut files = BTreeMap::new();
     for layer in layers {
@@ -135,7 +136,7 @@ async fn cold_stage(client: &Client, store: &Store) -> (dockerfile::StageImage, 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_fixture_stage_builds_from_its_target_args_and_trimmed_context_the_same_twice() {
+async fn fixture_stage_builds_reproducibly() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter("envc=debug")
         .with_test_writer()
@@ -230,7 +231,7 @@ async fn the_fixture_stage_builds_from_its_target_args_and_trimmed_context_the_s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_instruction_is_reported_with_its_dockerfile_line_and_output() {
+async fn failing_instruction_line_and_output() {
     let Some(address) = daemon() else { return };
     let _daemon = DAEMON.lock().await;
     let client = client(&address).await;
@@ -481,7 +482,7 @@ async fn solve_on_layout(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_oci_layout_base_is_read_from_the_session_and_runs_an_exec() {
+async fn layout_base_runs_exec() {
     let Some(address) = daemon() else { return };
     let _daemon = DAEMON.lock().await;
     let client = client(&address).await;

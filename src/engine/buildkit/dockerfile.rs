@@ -2,11 +2,11 @@
 //! layout in envc's store that the Features then go on top of.
 //!
 //! One solve runs the `dockerfile.v0` frontend on the Dockerfile's folder and the context
-//! folder, both read through the session (so `.dockerignore` applies), and exports the target
-//! stage with the `oci` exporter; its tar comes back through the session's file send and is
-//! unpacked into `stages/<manifest hex>/` under the store root. The Features are a second solve,
-//! whose base is that layout (an `oci:DIR` base, see [`StageImage::image_source`]) read through
-//! an `oci-layout://` source (see `layout`).
+//! folder, which BuildKit reads through the session, so `.dockerignore` applies. The solve
+//! exports the target stage with the `oci` exporter, whose tar comes back through the session's
+//! file send and is unpacked into `stages/<manifest hex>/` under the store root. The Features
+//! are a second solve whose base is that layout (an `oci:DIR` base, see
+//! [`StageImage::image_source`]), read through an `oci-layout://` source (see `layout`).
 //!
 //! Left out: building several platforms, secrets and SSH for `RUN --mount`, and a `# syntax=`
 //! frontend image, which BuildKit would pull from its registry.
@@ -86,8 +86,8 @@ impl std::fmt::Debug for StageImage {
 }
 
 impl StageImage {
-    /// The stage as an `image` source, `oci:DIR`, written at the config's `build` key: give it
-    /// to `plan::resolve_base` to get a base whose source is this layout.
+    /// Returns the stage as an `image` source, `oci:DIR`, located at the config's `build` key.
+    /// `plan::resolve_base` turns it into a base whose source is this layout.
     pub fn image_source(&self, source: &DockerfileSource) -> ImageSource {
         ImageSource {
             reference: format!("oci:{}", self.dir.display()),
@@ -169,7 +169,7 @@ fn failed_at(dockerfile: &Path, line: Option<usize>, step: Option<&str>) -> Stri
 }
 
 impl Error {
-    /// True when the config asks for something envc cannot build (exit code 2).
+    /// True when the config requests something envc cannot build (exit code 2).
     pub fn is_invalid_input(&self) -> bool {
         match self {
             Error::MissingDockerfile { .. }
@@ -181,11 +181,13 @@ impl Error {
         }
     }
 
-    /// The next step for the user.
+    /// Returns the next step for the user.
     pub fn hint(&self) -> Option<String> {
         match self {
             Error::MissingDockerfile { .. } | Error::MissingContext { .. } => Some(
-                "relative paths in devcontainer.json start from the folder that holds it".into(),
+                "check the path: relative paths in devcontainer.json start from the folder that \
+                 contains it"
+                    .into(),
             ),
             Error::UnsupportedOption { option, .. } => Some(format!(
                 "envc supports {SUPPORTED_OPTIONS} in `build.options`; remove `{option}`"
@@ -216,7 +218,8 @@ impl Error {
     }
 }
 
-/// The Dockerfile and context folder of `source`, made absolute, after checking they exist.
+/// Resolves the Dockerfile and the context folder of `source` to absolute paths, checking
+/// that they exist.
 ///
 /// # Errors
 ///
@@ -347,8 +350,8 @@ pub async fn build_stage(
     })
 }
 
-/// The Solve for the frontend: attrs, cache imports, and the `oci` exporter with timestamps
-/// rewritten to the epoch, so that the same inputs give the same manifest.
+/// Builds the Solve for the frontend: attrs, cache imports, and the `oci` exporter with
+/// timestamps rewritten to the epoch, so that the same inputs give the same manifest.
 fn solve_request(spec: &SessionSpec, frontend: FrontendRequest) -> SolveRequest {
     let exporter_attrs = BTreeMap::from([
         ("oci-mediatypes".to_owned(), "true".to_owned()),
@@ -464,7 +467,7 @@ fn stage_failed(
 
 /// Moves the unpacked layout to `stages/<hex>` in the store, or keeps the one already there:
 /// the same digest is the same image.
-// Known gap: stages are never removed; a store clean-up should drop the ones no plan uses.
+// NOTE: stages are never removed. A store clean-up should drop the ones no plan uses.
 fn keep_stage(store: &Store, unpacked: &Path, digest: &str) -> Result<PathBuf, Error> {
     let hex = digest
         .strip_prefix("sha256:")
@@ -521,7 +524,7 @@ mod tests {
     }
 
     #[test]
-    fn existing_paths_are_made_absolute() {
+    fn check_paths_makes_absolute() {
         let dir = project();
         let source = source_in(dir.path(), "../Dockerfile", "..", "build");
         let (dockerfile, context) = check_paths(&source).unwrap();
@@ -531,7 +534,7 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_dockerfile_is_invalid_input_at_the_config_line_with_its_path() {
+    fn missing_dockerfile_error() {
         let dir = project();
         let source = source_in(dir.path(), "../Missing.Dockerfile", "..", "build");
         let err = check_paths(&source).unwrap_err();
@@ -555,7 +558,7 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_context_names_the_key_as_written() {
+    fn missing_context_error_key() {
         let dir = project();
         let source = source_in(dir.path(), "../Dockerfile", "../nowhere", "build");
         let err = check_paths(&source).unwrap_err();
@@ -579,7 +582,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_stage_names_the_dockerfile_line_and_keeps_the_output_for_the_hint() {
+    fn stage_failed_message_and_hint() {
         let err = Error::StageFailed {
             target: Some("dev".into()),
             dockerfile: PathBuf::from("/p/Dockerfile"),
@@ -617,7 +620,7 @@ mod tests {
     }
 
     #[test]
-    fn the_solve_asks_for_the_frontend_and_a_reproducible_oci_export() {
+    fn solve_request_frontend_and_export() {
         let mut spec = SessionSpec::new("p", "k");
         spec.id = "sess".into();
         let dir = project();
@@ -648,7 +651,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stage_is_kept_once_per_digest() {
+    fn keep_stage_once_per_digest() {
         let root = tempfile::tempdir().unwrap();
         let store = Store::open(root.path()).unwrap();
         let digest = format!("sha256:{}", "d".repeat(64));
@@ -675,7 +678,7 @@ mod tests {
     }
 
     #[test]
-    fn the_stage_is_an_oci_layout_image_source_at_the_build_key() {
+    fn stage_image_source() {
         let dir = project();
         let source = source_in(dir.path(), "../Dockerfile", "..", "build");
         let stage = StageImage {

@@ -3,9 +3,8 @@
 //! An `oci-layout://` source makes BuildKit fetch the image's manifest, config and layers from
 //! the client, through the session's content service (see `session::content`), instead of from
 //! a registry. The layout folder is shared by putting it in `SessionSpec::content_stores` under
-//! a store ID; the source names that ID in its `oci.store` attr and pins the manifest digest.
-//! BuildKit computes the source's cache key from the manifest digest it resolves, not from the
-//! identifier, so a layout base caches like a registry base with the same digest.
+//! a store ID. The source names that ID in its `oci.store` attr and pins the manifest digest in
+//! its identifier.
 
 use std::collections::BTreeMap;
 
@@ -24,16 +23,16 @@ pub const SESSION_ATTR: &str = "oci.session";
 pub const STORE_ATTR: &str = "oci.store";
 
 /// Host part of the identifier's reference. BuildKit parses the reference as
-/// `host/path@digest` and only uses the digest; the name is shown in progress.
+/// `host/path@digest` and resolves the image by the digest. The name shows in progress output.
 const LOCATOR_HOST: &str = "envc.local";
 
 /// Returns the source op of the image with manifest `digest` in the layout shared as
 /// `store_id`, for `platform`.
 ///
 /// `session_id` names the session that serves the layout (`oci.session`). Pass `""` to leave
-/// the attr out: BuildKit then asks the solve's own session, and the op's bytes, so its digest,
-/// stay the same from build to build. The op carries an empty worker constraint and the
-/// platform, as BuildKit's Go client writes image sources; give its metadata the
+/// the attr out. BuildKit then reads from the solve's own session, and the op's bytes (so its
+/// digest) stay the same from build to build. The op carries an empty worker constraint and the
+/// platform, as BuildKit's Go client writes image sources. Give its metadata the
 /// [`OCI_LAYOUT_CAP`] cap (see [`layout_metadata`]).
 ///
 /// `store_id` is used as a path segment of the identifier, so keep it to lowercase letters,
@@ -60,7 +59,7 @@ pub fn layout_source(
     }
 }
 
-/// The metadata of a layout source: its progress name and the [`OCI_LAYOUT_CAP`] cap.
+/// Builds the metadata of a layout source: its progress name and the [`OCI_LAYOUT_CAP`] cap.
 pub fn layout_metadata(name: impl Into<String>) -> pb::OpMetadata {
     pb::OpMetadata {
         description: BTreeMap::from([("llb.customname".to_owned(), name.into())]),
@@ -104,7 +103,7 @@ mod tests {
     }
 
     #[test]
-    fn the_source_pins_the_digest_and_names_store_and_session() {
+    fn source_pins_digest_store_session() {
         let op = layout_source(BASE_STORE, "sess1", DIGEST, &amd64());
         let source = source(&op);
         assert_eq!(
@@ -125,7 +124,7 @@ mod tests {
     }
 
     #[test]
-    fn without_a_session_the_op_is_the_same_bytes_every_build() {
+    fn source_without_session_is_stable() {
         let first = layout_source(BASE_STORE, "", DIGEST, &amd64());
         assert!(!source(&first).attrs.contains_key(SESSION_ATTR));
         let again = layout_source(BASE_STORE, "", DIGEST, &amd64());
@@ -135,14 +134,14 @@ mod tests {
     }
 
     #[test]
-    fn metadata_asks_for_the_layout_cap() {
+    fn metadata_requests_layout_cap() {
         let metadata = layout_metadata("base stage dev");
         assert_eq!(metadata.caps.get(OCI_LAYOUT_CAP), Some(&true));
         assert_eq!(metadata.description["llb.customname"], "base stage dev");
     }
 
     #[test]
-    fn store_ids_are_path_segments() {
+    fn store_id_validation() {
         assert!(is_valid_store_id(BASE_STORE));
         assert!(is_valid_store_id("stage-0.1_a"));
         for bad in ["", "A", "a/b", "a@b", "a:b", "a b"] {

@@ -15,7 +15,8 @@ use crate::progress::{Event, Reporter};
 /// How many lines of a failed step's output its error shows.
 pub const TAIL_LINES: usize = 20;
 
-/// What the status stream has told so far.
+/// Progress built from the status stream: vertex names, reported steps, the first failure
+/// and the output of each vertex.
 pub struct StageProgress<'a> {
     reporter: &'a dyn Reporter,
     names: HashMap<String, String>,
@@ -56,7 +57,7 @@ impl Tail {
     }
 }
 
-/// A vertex that failed, as the status stream told it.
+/// A failed vertex, as reported by the status stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailedStep {
     /// The vertex name, such as `[dev 2/3] RUN make`.
@@ -77,7 +78,7 @@ impl<'a> StageProgress<'a> {
         }
     }
 
-    /// Takes in one batch of the status stream.
+    /// Processes one batch of the status stream.
     pub fn update(&mut self, response: &StatusResponse) {
         for vertex in &response.vertexes {
             self.vertex(vertex);
@@ -122,8 +123,8 @@ impl<'a> StageProgress<'a> {
         }
     }
 
-    /// The step that failed: the vertex BuildKit named in its error, else the first vertex
-    /// the status stream reported an error for.
+    /// Returns the failed step: the vertex BuildKit named in its error, else the first vertex
+    /// with an error in the status stream.
     pub fn failed_step(&self, vertex: Option<&str>) -> Option<FailedStep> {
         let (digest, error) = match (vertex, &self.failed) {
             (Some(digest), Some((failed, error))) if failed == digest => (digest, error.clone()),
@@ -262,7 +263,7 @@ pub fn instruction_line(dockerfile: &str, name: &str) -> Option<usize> {
     })
 }
 
-/// The `AS NAME` of a `FROM` instruction.
+/// Returns the `AS NAME` of a `FROM` instruction.
 fn stage_name(from: &str) -> Option<&str> {
     let words: Vec<&str> = from.split(' ').collect();
     match words.as_slice() {
@@ -290,7 +291,8 @@ fn matches_with_variables(pattern: &str, text: &str) -> bool {
     rest.len() >= last.len() && rest.ends_with(last.as_str())
 }
 
-/// The text between variable references: `a ${B} c` gives `["a ", " c"]`.
+/// Splits a pattern into the literal text between variable references: `a ${B} c` gives
+/// `["a ", " c"]`.
 fn literal_parts(pattern: &str) -> Vec<String> {
     let mut parts = vec![String::new()];
     let mut chars = pattern.chars().peekable();
@@ -313,7 +315,7 @@ fn literal_parts(pattern: &str) -> Vec<String> {
                 }
                 parts.push(String::new());
             }
-            _ => parts.last_mut().expect("parts starts non-empty").push(c),
+            _ => parts.last_mut().expect("parts is never empty").push(c),
         }
     }
     parts
@@ -348,7 +350,7 @@ RUN echo release > /etc/release
 ";
 
     #[test]
-    fn steps_are_split_into_stage_and_instruction() {
+    fn split_step_cases() {
         assert_eq!(
             split_step("[dev 2/3] RUN echo hi"),
             Some((Some("dev"), "RUN echo hi"))
@@ -367,7 +369,7 @@ RUN echo release > /etc/release
     }
 
     #[test]
-    fn failed_steps_are_found_by_their_instruction_even_with_expanded_variables() {
+    fn instruction_line_cases() {
         let cases = [
             (
                 "[tools 1/3] FROM 127.0.0.1:5000/debian:bookworm@sha256:ab",
@@ -424,7 +426,7 @@ RUN echo release > /etc/release
     }
 
     #[test]
-    fn steps_are_reported_once_and_internal_vertexes_not_at_all() {
+    fn steps_reported_once() {
         let recorder = Recorder::default();
         let mut progress = StageProgress::new(&recorder);
         progress.update(&StatusResponse {
@@ -469,7 +471,7 @@ RUN echo release > /etc/release
     }
 
     #[test]
-    fn a_failed_step_keeps_its_name_error_and_last_output() {
+    fn failed_step_name_error_tail() {
         let recorder = Recorder::default();
         let mut progress = StageProgress::new(&recorder);
         let log = |msg: &str| VertexLog {

@@ -1,5 +1,5 @@
-//! What the Dockerfile frontend is asked: its attrs from the source's settings and the
-//! `build.options` envc supports, the cache imports, and the entitlements they need.
+//! The frontend request of a stage build: attrs from the source's settings and from the
+//! `build.options` envc supports, cache imports, and the entitlements they need.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -13,7 +13,7 @@ use crate::engine::Network;
 pub const SUPPORTED_OPTIONS: &str = "`--build-arg NAME=VALUE`, `--target STAGE`, \
      `--label NAME=VALUE`, `--add-host HOST:IP` and `--network none|host`";
 
-/// The build argument that pins timestamps; the exporter clamps to it too.
+/// The build argument that sets `SOURCE_DATE_EPOCH`. The exporter clamps timestamps to it too.
 pub const EPOCH_ARG: &str = "SOURCE_DATE_EPOCH";
 
 /// The frontend attrs, cache imports and entitlements of one stage build.
@@ -32,7 +32,8 @@ pub struct FrontendRequest {
 /// One recognised entry of `build.options`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum BuildOption {
-    /// `--build-arg NAME[=VALUE]`; without a value, taken from the environment when set there.
+    /// `--build-arg NAME[=VALUE]`. Without a value, the host environment's value is used when
+    /// it is set.
     Arg(String, Option<String>),
     Target(String),
     Label(String, String),
@@ -134,8 +135,8 @@ pub fn frontend_request(
     })
 }
 
-/// The `cache-imports` attr: the imports as the JSON list BuildKit's Go client writes,
-/// `[{"Type":"registry","Attrs":{"ref":"..."}}]`.
+/// Encodes the imports as the `cache-imports` attr, the JSON list that BuildKit's Go client
+/// writes: `[{"Type":"registry","Attrs":{"ref":"..."}}]`.
 fn cache_imports_json(imports: &[CacheOptionsEntry]) -> String {
     let entries: Vec<serde_json::Value> = imports
         .iter()
@@ -206,7 +207,7 @@ fn parse_options(source: &DockerfileSource) -> Result<Vec<BuildOption>, Error> {
     Ok(parsed)
 }
 
-/// Splits `NAME=VALUE`; the value is `None` without a `=`.
+/// Splits `NAME=VALUE`. The value is `None` without a `=`.
 fn name_value(text: &str) -> Result<(String, Option<String>), &'static str> {
     let (name, value) = match text.split_once('=') {
         Some((name, value)) => (name, Some(value.to_owned())),
@@ -288,7 +289,7 @@ mod tests {
     }
 
     #[test]
-    fn args_target_and_epoch_become_frontend_attrs() {
+    fn settings_become_frontend_attrs() {
         let request = request(&[]).unwrap();
         assert_eq!(
             attrs(&request),
@@ -307,7 +308,7 @@ mod tests {
     }
 
     #[test]
-    fn options_override_args_and_target_in_either_spelling() {
+    fn options_override_settings() {
         let request = request(&[
             "--build-arg",
             "GREETING=bye",
@@ -339,7 +340,7 @@ mod tests {
     }
 
     #[test]
-    fn host_network_asks_for_its_entitlement() {
+    fn host_network_entitlement() {
         let request = request(&["--network=host"]).unwrap();
         assert_eq!(request.attrs["force-network-mode"], "host");
         assert_eq!(request.entitlements, ["network.host"]);
@@ -364,7 +365,7 @@ mod tests {
     }
 
     #[test]
-    fn an_arg_without_value_comes_from_the_environment() {
+    fn build_arg_value_from_env() {
         let env = |name: &str| (name == "FROM_HOST").then(|| "yes".to_owned());
         let source = source(&["--build-arg", "FROM_HOST", "--build-arg", "UNSET"]);
         let request = frontend_request(&source, "Dockerfile", &epoch(0), &env).unwrap();
@@ -373,7 +374,7 @@ mod tests {
     }
 
     #[test]
-    fn a_source_date_epoch_arg_wins_over_the_build_setting() {
+    fn epoch_arg_overrides_setting() {
         let source = source(&["--build-arg", "SOURCE_DATE_EPOCH=1700000000"]);
         let request = frontend_request(&source, "Dockerfile", &epoch(42), &no_env).unwrap();
         assert_eq!(request.epoch, "1700000000");
@@ -385,7 +386,7 @@ mod tests {
     }
 
     #[test]
-    fn cache_from_becomes_registry_imports_and_their_attr() {
+    fn cache_from_registry_imports() {
         let mut source = source(&[]);
         source.cache_from = vec!["127.0.0.1:5000/cache:dev".into()];
         let request = frontend_request(&source, "Dockerfile", &epoch(0), &no_env).unwrap();
@@ -398,7 +399,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unsupported_option_names_itself_the_config_line_and_the_supported_ones() {
+    fn unsupported_option_error() {
         let err = request(&["--target", "dev", "--squash"]).unwrap_err();
         assert!(matches!(err, Error::UnsupportedOption { .. }), "{err:?}");
         assert!(err.is_invalid_input());
@@ -418,7 +419,7 @@ mod tests {
     }
 
     #[test]
-    fn invalid_values_of_supported_options_say_why() {
+    fn invalid_option_values() {
         let cases: [(&[&str], &str); 7] = [
             (&["--target"], "needs a value"),
             (&["--network", "bridge"], "`none` and `host`"),

@@ -1,6 +1,6 @@
 //! Turning the `oci` exporter's tar into an OCI image layout folder with one image manifest.
 //!
-//! The tar holds `oci-layout`, `index.json` and `blobs/sha256/<hex>`. Only those names are
+//! The tar contains `oci-layout`, `index.json` and `blobs/sha256/<hex>`. Only those names are
 //! written; each blob is checked against its name while it is copied, and any other entry
 //! (a link, a device, a path outside the layout) fails the unpack. When `index.json` points at
 //! an image index, it is rewritten to point at this platform's manifest, so that the layout
@@ -45,7 +45,7 @@ pub fn unpack_layout(tar: &Path, dest: &Path) -> Result<serde_json::Value, Error
         }
         if !kind.is_file() {
             return Err(Error::export(format!(
-                "holds `{name}`, which is not a regular file"
+                "contains `{name}`, which is not a regular file"
             )));
         }
         match name.as_str() {
@@ -56,7 +56,9 @@ pub fn unpack_layout(tar: &Path, dest: &Path) -> Result<serde_json::Value, Error
                     continue;
                 };
                 if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-                    return Err(Error::export(format!("holds a blob named `{name}`")));
+                    return Err(Error::export(format!(
+                        "contains an invalid blob name `{name}`"
+                    )));
                 }
                 let blobs = dest.join("blobs/sha256");
                 fs::create_dir_all(&blobs).map_err(Error::io("create", &blobs))?;
@@ -73,20 +75,20 @@ pub fn unpack_layout(tar: &Path, dest: &Path) -> Result<serde_json::Value, Error
     single_manifest(dest)
 }
 
-/// The entry's path relative to the layout root, `/`-separated, refusing `..` and absolute
-/// paths.
+/// Returns the entry's path relative to the layout root, `/`-separated. `..` and absolute
+/// paths are rejected.
 fn relative_name(path: &Path) -> Result<String, Error> {
     let mut parts = Vec::new();
     for component in path.components() {
         match component {
             Component::Normal(part) => match part.to_str() {
                 Some(part) => parts.push(part),
-                None => return Err(Error::export("holds a file name that is not UTF-8")),
+                None => return Err(Error::export("contains a file name that is not UTF-8")),
             },
             Component::CurDir => {}
             _ => {
                 return Err(Error::export(format!(
-                    "holds `{}`, outside the layout",
+                    "contains `{}`, a path outside the layout",
                     path.display()
                 )))
             }
@@ -114,7 +116,7 @@ fn copy_entry(entry: &mut impl Read, dest: &Path, hex: Option<&str>) -> Result<(
         let actual = hex::encode(hasher.finalize());
         if actual != hex {
             return Err(Error::export(format!(
-                "holds blob `sha256:{hex}` whose content hashes to `sha256:{actual}`"
+                "contains blob `sha256:{hex}` with the wrong content (digest `sha256:{actual}`)"
             )));
         }
     }
@@ -210,7 +212,7 @@ mod tests {
             header.set_size(bytes.len() as u64);
             header.set_mode(0o644);
             header.set_entry_type(tar::EntryType::Regular);
-            // `append_data` refuses `..`; write the name into the header directly.
+            // `append_data` rejects `..`, so write the name into the header directly.
             let name = header.as_old_mut().name.as_mut();
             name[..path.len()].copy_from_slice(path.as_bytes());
             header.set_cksum();
@@ -228,7 +230,7 @@ mod tests {
     const LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
     #[test]
-    fn a_single_manifest_layout_is_unpacked_as_is() {
+    fn single_manifest_unpacked_as_is() {
         let manifest = br#"{"schemaVersion":2,"config":{}}"#;
         let descriptor = serde_json::json!({
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -254,7 +256,7 @@ mod tests {
     }
 
     #[test]
-    fn an_index_is_narrowed_to_this_platforms_manifest() {
+    fn index_narrowed_to_platform() {
         let arch = host_architecture();
         let chosen = serde_json::json!({
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -292,14 +294,14 @@ mod tests {
     }
 
     #[test]
-    fn unusable_tars_are_refused_with_the_reason() {
+    fn unusable_tars_rejected() {
         let wrong = format!("blobs/sha256/{}", "c".repeat(64));
         type Files<'a> = Vec<(&'a str, &'a [u8])>;
         let cases: [(Files, &str); 5] = [
             (vec![("oci-layout", LAYOUT)], "has no `index.json`"),
             (vec![("../escape", b"x")], "outside the layout"),
-            (vec![(wrong.as_str(), b"not c")], "hashes to"),
-            (vec![("blobs/sha256/short", b"x")], "blob named"),
+            (vec![(wrong.as_str(), b"not c")], "wrong content"),
+            (vec![("blobs/sha256/short", b"x")], "invalid blob name"),
             (
                 vec![
                     ("oci-layout", LAYOUT),

@@ -3,9 +3,9 @@
 //! An `oci-layout://` source makes BuildKit read the image from the client: it calls
 //! `containerd.services.content.v1.Content/Info` for a blob's size and `/Read` for its bytes,
 //! naming the store in the `buildkit-attachable-store-id` request metadata as `oci:<ID>`, where
-//! `<ID>` is the source's `oci.store` attr. This module answers those two calls from the layout
-//! folders in [`SessionSpec::content_stores`]; every other content call (writes, deletes, walks,
-//! label updates) answers UNIMPLEMENTED, since BuildKit only reads a client's layouts.
+//! `<ID>` is the source's `oci.store` attr. This module serves those two calls from the layout
+//! folders in [`SessionSpec::content_stores`]. Every other content call (writes, deletes, walks,
+//! label updates) returns UNIMPLEMENTED, because BuildKit only reads a client's layouts.
 //!
 //! Blob names are checked before any path is built from them, so a request can only reach
 //! `blobs/<algorithm>/<hex>` inside a shared layout.
@@ -56,7 +56,7 @@ pub struct InfoResponse {
     pub info: Option<Info>,
 }
 
-/// `containerd.services.content.v1.Info`: what the store knows of one blob.
+/// `containerd.services.content.v1.Info`: the size and times of one blob.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Info {
     #[prost(string, tag = "1")]
@@ -91,7 +91,7 @@ pub struct ReadContentResponse {
     pub data: Vec<u8>,
 }
 
-/// Answers one content call; `path` is [`CONTENT_INFO`] or [`CONTENT_READ`].
+/// Serves one content call. `path` is [`CONTENT_INFO`] or [`CONTENT_READ`].
 pub(super) async fn route(
     spec: Arc<SessionSpec>,
     path: &str,
@@ -125,7 +125,7 @@ async fn info(
     }
 
     let modified = metadata.modified().ok().map(prost_types::Timestamp::from);
-    tracing::trace!(%digest, size = metadata.len(), "BuildKit asked about a blob");
+    tracing::trace!(%digest, size = metadata.len(), "BuildKit requested a blob's info");
     Ok(Response::new(InfoResponse {
         info: Some(Info {
             digest,
@@ -206,7 +206,7 @@ async fn send_range(
     }
 }
 
-/// The layout folder the call's store ID names: the `oci.store` attr, which BuildKit sends
+/// Finds the layout folder that the call's store ID names. BuildKit sends the `oci.store` attr
 /// prefixed with `oci:`.
 fn choose_store<'a>(
     stores: &'a BTreeMap<String, PathBuf>,
@@ -234,8 +234,8 @@ fn choose_store<'a>(
     })
 }
 
-/// The path of blob `digest` in `layout`, after checking that the digest is
-/// `sha256:<64 hex>` or `sha512:<128 hex>` in lowercase, so that it names a file in `blobs/`.
+/// Builds the path of blob `digest` in `layout`. The digest must be `sha256:<64 hex>` or
+/// `sha512:<128 hex>` in lowercase, so it can only name a file in `blobs/`.
 fn blob_path(layout: &Path, digest: &str) -> Result<PathBuf, Status> {
     let valid = match digest.split_once(':') {
         Some(("sha256", hex)) => is_lower_hex(hex, 64).then_some(("sha256", hex)),
@@ -280,7 +280,7 @@ mod tests {
     type Call =
         tower::util::BoxCloneService<http::Request<Body>, http::Response<Incoming>, hyper::Error>;
 
-    /// A gRPC client talking to the whole session server over an in-memory stream.
+    /// Connects a gRPC client to the whole session server over an in-memory stream.
     async fn connect(spec: SessionSpec) -> Client<Call> {
         let (client_io, server_io) = tokio::io::duplex(256 * 1024);
         tokio::spawn(super::super::serve(server_io, Arc::new(spec)));
@@ -364,7 +364,8 @@ mod tests {
         Ok(chunks)
     }
 
-    /// A layout folder with one blob of `size` bytes; returns the folder and the digest.
+    /// Creates a layout folder with one blob of `size` bytes. Returns the folder, the digest
+    /// and the bytes.
     fn layout_with_blob(size: usize) -> (tempfile::TempDir, String, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
         let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
@@ -385,7 +386,7 @@ mod tests {
     }
 
     #[test]
-    fn messages_use_containerds_field_numbers() {
+    fn messages_use_containerd_field_numbers() {
         let request = ReadContentRequest {
             digest: "d".into(),
             offset: 1,
@@ -412,7 +413,7 @@ mod tests {
     }
 
     #[test]
-    fn digests_that_could_leave_the_layout_are_refused() {
+    fn blob_path_rejects_unsafe_digests() {
         let layout = Path::new("/layout");
         let good = format!("sha256:{}", "a".repeat(64));
         assert_eq!(
@@ -434,7 +435,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn info_gives_the_size_of_a_blob_in_the_named_store() {
+    async fn info_returns_blob_size() {
         let (layout, digest, data) = layout_with_blob(1000);
         let mut client = connect(spec_with(&[("base", layout.path())])).await;
 
@@ -448,7 +449,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn info_reports_missing_blobs_and_stores_as_not_found() {
+    async fn info_missing_blob_or_store() {
         let (layout, _, _) = layout_with_blob(10);
         let mut client = connect(spec_with(&[("base", layout.path())])).await;
         let absent = format!("sha256:{}", "0".repeat(64));
@@ -472,7 +473,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn read_streams_a_whole_blob_in_chunks_with_offsets() {
+    async fn read_whole_blob_in_chunks() {
         let size = 2 * CHUNK + 12_345;
         let (layout, digest, data) = layout_with_blob(size);
         let mut client = connect(spec_with(&[("base", layout.path())])).await;
@@ -488,7 +489,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn read_serves_a_range_and_stops_at_the_end() {
+    async fn read_range_up_to_end() {
         let (layout, digest, data) = layout_with_blob(5000);
         let mut client = connect(spec_with(&[("a", layout.path())])).await;
 
@@ -516,7 +517,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn each_call_reads_the_store_it_names() {
+    async fn read_uses_named_store() {
         let (first, first_digest, _) = layout_with_blob(10);
         let (second, second_digest, second_data) = layout_with_blob(20);
         let mut client = connect(spec_with(&[("one", first.path()), ("two", second.path())])).await;
