@@ -1,6 +1,7 @@
 //! Engines build a [`BuildPlan`]'s steps into layers. `local` runs each install script with
 //! runc over an overlayfs mount; a BuildKit engine will lower the same plan to LLB.
 
+pub mod buildkit;
 pub mod local;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,0 +1,5 @@
+//! The BuildKit engine: BuildKit's wire types, connections and Control client.
+
+pub mod client;
+pub mod connect;
+pub mod proto;
