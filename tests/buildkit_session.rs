@@ -59,7 +59,9 @@ async fn start_session(address: &Address, spec: Arc<SessionSpec>) {
 }
 
 async fn solve(address: &Address, request: SolveRequest) -> Result<SolveResponse, tonic::Status> {
-    let channel: Channel = connect::channel(address, None).await.expect("daemon reachable");
+    let channel: Channel = connect::channel(address, None)
+        .await
+        .expect("daemon reachable");
     let mut client = tonic::client::Grpc::new(channel);
     client.ready().await.expect("channel ready");
     let path = http::uri::PathAndQuery::from_static("/moby.buildkit.v1.Control/Solve");
@@ -91,8 +93,17 @@ fn context_folder() -> tempfile::TempDir {
     dir
 }
 
-/// The file contents of the last layer of the only image in an OCI layout tar.
-fn last_layer_files(oci_tar: &Path) -> BTreeMap<String, Vec<u8>> {
+/// One entry of a layer tar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LayerEntry {
+    kind: tar::EntryType,
+    mode: u32,
+    data: Vec<u8>,
+    link: String,
+}
+
+/// The entries of the last layer of the only image in an OCI layout tar.
+fn last_layer(oci_tar: &Path) -> BTreeMap<String, LayerEntry> {
     let mut blobs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut archive = tar::Archive::new(std::fs::File::open(oci_tar).unwrap());
     for entry in archive.entries().unwrap() {
@@ -107,7 +118,10 @@ fn last_layer_files(oci_tar: &Path) -> BTreeMap<String, Vec<u8>> {
     assert!(blobs.contains_key("oci-layout"), "{:?}", blobs.keys());
     let blob = |digest: &str| {
         let path = format!("blobs/{}", digest.replacen(':', "/", 1));
-        blobs.get(&path).unwrap_or_else(|| panic!("missing {path}")).clone()
+        blobs
+            .get(&path)
+            .unwrap_or_else(|| panic!("missing {path}"))
+            .clone()
     };
     let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap();
     let manifest: serde_json::Value = serde_json::from_slice(&blob(manifest_digest)).unwrap();
@@ -117,20 +131,49 @@ fn last_layer_files(oci_tar: &Path) -> BTreeMap<String, Vec<u8>> {
     let raw: Box<dyn Read> = if media_type.ends_with("gzip") {
         Box::new(flate2::read::GzDecoder::new(compressed.as_slice()))
     } else {
-        assert!(media_type.ends_with("tar"), "unexpected layer type {media_type}");
+        assert!(
+            media_type.ends_with("tar"),
+            "unexpected layer type {media_type}"
+        );
         Box::new(compressed.as_slice())
     };
-    let mut files = BTreeMap::new();
+    let mut entries = BTreeMap::new();
     for entry in tar::Archive::new(raw).entries().unwrap() {
         let mut entry = entry.unwrap();
-        if entry.header().entry_type().is_file() {
-            let path = entry.path().unwrap().to_string_lossy().into_owned();
-            let mut data = Vec::new();
-            entry.read_to_end(&mut data).unwrap();
-            files.insert(path, data);
-        }
+        let path = entry
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_end_matches('/')
+            .to_owned();
+        let header = entry.header().clone();
+        let link = entry
+            .link_name()
+            .unwrap()
+            .map(|l| l.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        entries.insert(
+            path,
+            LayerEntry {
+                kind: header.entry_type(),
+                mode: header.mode().unwrap(),
+                data,
+                link,
+            },
+        );
     }
-    files
+    entries
+}
+
+/// The regular files of the last layer, by path.
+fn last_layer_files(oci_tar: &Path) -> BTreeMap<String, Vec<u8>> {
+    last_layer(oci_tar)
+        .into_iter()
+        .filter(|(_, e)| e.kind.is_file())
+        .map(|(path, e)| (path, e.data))
+        .collect()
 }
 
 fn encoded(op: &Op) -> (Vec<u8>, String) {
@@ -153,17 +196,8 @@ fn output_spec(name: &str, out: &Path, dirs: &[(&str, PathBuf)]) -> SessionSpec 
     spec
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_local_source_is_copied_into_busybox_and_exported_as_an_oci_tar() {
-    let Some(address) = daemon() else { return };
-    let context = context_folder();
-    let out = tempfile::tempdir().unwrap();
-    let spec = Arc::new(output_spec(
-        "local-source",
-        out.path(),
-        &[("context", context.path().to_owned())],
-    ));
-
+/// LLB that copies the session's `context` folder (less `excludes`) to `/ctx` in busybox.
+fn copy_local_into_busybox(session_id: &str, excludes: &[&str]) -> Definition {
     let image = Op {
         op: Some(op::Op::Source(SourceOp {
             identifier: format!("docker-image://{BUSYBOX}"),
@@ -171,12 +205,12 @@ async fn a_local_source_is_copied_into_busybox_and_exported_as_an_oci_tar() {
         })),
         ..Op::default()
     };
-    let excludes = serde_json::to_string(&["*.log", "!keep.log", "secret"]).unwrap();
+    let excludes = serde_json::to_string(excludes).unwrap();
     let local = Op {
         op: Some(op::Op::Source(SourceOp {
             identifier: "local://context".into(),
             attrs: BTreeMap::from([
-                ("local.session".to_owned(), spec.id.clone()),
+                ("local.session".to_owned(), session_id.to_owned()),
                 ("local.sharedkeyhint".to_owned(), "context".to_owned()),
                 ("local.excludepatterns".to_owned(), excludes),
             ]),
@@ -227,15 +261,31 @@ async fn a_local_source_is_copied_into_busybox_and_exported_as_an_oci_tar() {
     };
     let (terminal_bytes, _) = encoded(&terminal);
 
+    Definition {
+        def: vec![image_bytes, local_bytes, copy_bytes, terminal_bytes],
+        ..Definition::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_source_is_copied_into_busybox_and_exported_as_an_oci_tar() {
+    let Some(address) = daemon() else { return };
+    let context = context_folder();
+    let out = tempfile::tempdir().unwrap();
+    let spec = Arc::new(output_spec(
+        "local-source",
+        out.path(),
+        &[("context", context.path().to_owned())],
+    ));
+
+    let excludes = ["*.log", "!keep.log", "secret"];
+    let definition = copy_local_into_busybox(&spec.id, &excludes);
     start_session(&address, spec.clone()).await;
     let response = solve(
         &address,
         SolveRequest {
             r#ref: format!("envc-session-test-{}", spec.id),
-            definition: Some(Definition {
-                def: vec![image_bytes, local_bytes, copy_bytes, terminal_bytes],
-                ..Definition::default()
-            }),
+            definition: Some(definition),
             session: spec.id.clone(),
             exporters: oci_exporter(),
             ..SolveRequest::default()
@@ -244,7 +294,9 @@ async fn a_local_source_is_copied_into_busybox_and_exported_as_an_oci_tar() {
     .await
     .unwrap_or_else(|status| panic!("solve failed: {}", status.message()));
     assert!(
-        response.exporter_response.contains_key("containerimage.digest"),
+        response
+            .exporter_response
+            .contains_key("containerimage.digest"),
         "{:?}",
         response.exporter_response
     );
@@ -378,4 +430,75 @@ async fn a_folder_the_build_does_not_share_fails_the_solve_with_its_name() {
         "{}",
         status.message()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_kinds_arrive_intact_and_a_second_build_sees_a_same_size_change() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    let Some(address) = daemon() else { return };
+    let context = tempfile::tempdir().unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(context.path().join("big.bin"), &big).unwrap();
+    write(context.path(), "bin/run.sh", "#!/bin/sh\necho run\n");
+    let mode = |path: &str, mode: u32| {
+        std::fs::set_permissions(context.path().join(path), PermissionsExt::from_mode(mode))
+            .unwrap()
+    };
+    mode("bin/run.sh", 0o755);
+    symlink("bin/run.sh", context.path().join("link")).unwrap();
+    std::fs::hard_link(
+        context.path().join("bin/run.sh"),
+        context.path().join("hard"),
+    )
+    .unwrap();
+    std::fs::create_dir(context.path().join("empty")).unwrap();
+    write(context.path(), "data.txt", "one\n");
+    mode("data.txt", 0o640);
+
+    let shared_key = session::shared_key_for(context.path());
+    let build = |out: PathBuf| {
+        let address = address.clone();
+        let mut spec = SessionSpec::new("file-kinds", shared_key.clone());
+        spec.output = Some(out.join("image.tar"));
+        spec.dirs
+            .insert("context".into(), context.path().to_owned());
+        let spec = Arc::new(spec);
+        async move {
+            start_session(&address, spec.clone()).await;
+            solve(
+                &address,
+                SolveRequest {
+                    r#ref: format!("envc-session-test-{}", spec.id),
+                    definition: Some(copy_local_into_busybox(&spec.id, &[])),
+                    session: spec.id.clone(),
+                    exporters: oci_exporter(),
+                    ..SolveRequest::default()
+                },
+            )
+            .await
+            .unwrap_or_else(|status| panic!("solve failed: {}", status.message()));
+            last_layer(spec.output.as_ref().unwrap())
+        }
+    };
+
+    let first_out = tempfile::tempdir().unwrap();
+    let layer = build(first_out.path().to_owned()).await;
+    assert_eq!(layer["ctx/big.bin"].data, big);
+    assert_eq!(layer["ctx/bin/run.sh"].mode & 0o7777, 0o755);
+    assert_eq!(layer["ctx/data.txt"].mode & 0o7777, 0o640);
+    assert_eq!(layer["ctx/data.txt"].data, b"one\n");
+    assert_eq!(layer["ctx/link"].kind, tar::EntryType::Symlink);
+    assert_eq!(layer["ctx/link"].link, "bin/run.sh");
+    assert_eq!(layer["ctx/empty"].kind, tar::EntryType::Directory);
+    // The second name of a hard-linked file arrives as a link to the first.
+    assert_eq!(layer["ctx/hard"].kind, tar::EntryType::Link);
+    assert_eq!(layer["ctx/hard"].link, "ctx/bin/run.sh");
+
+    // Same size, new contents: only the modification time tells BuildKit's copy apart.
+    write(context.path(), "data.txt", "two\n");
+    let second_out = tempfile::tempdir().unwrap();
+    let layer = build(second_out.path().to_owned()).await;
+    assert_eq!(layer["ctx/data.txt"].data, b"two\n");
+    assert_eq!(layer["ctx/big.bin"].data, big);
 }
