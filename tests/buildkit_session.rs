@@ -9,13 +9,13 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use envc::engine::buildkit::connect::{self, Address};
+use envc::engine::buildkit::client::Client;
+use envc::engine::buildkit::connect::Address;
 use envc::engine::buildkit::proto::control::{Exporter, SolveRequest, SolveResponse};
 use envc::engine::buildkit::proto::pb::{
     self, file_action, op, Definition, FileAction, FileActionCopy, FileOp, Input, Op, SourceOp,
 };
 use envc::engine::buildkit::session::{self, SessionSpec};
-use tonic::transport::Channel;
 
 const DEFAULT_ADDR: &str = "docker:///var/lib/envc-ci/buildkit/docker.sock";
 const BUSYBOX: &str = "127.0.0.1:5000/busybox:latest";
@@ -42,37 +42,44 @@ fn daemon() -> Option<Address> {
     Some(address)
 }
 
-/// Opens the session's transport and serves it in the background; the session is running
-/// before this returns, so a Solve sent next finds it.
-async fn start_session(address: &Address, spec: Arc<SessionSpec>) {
-    let Address::Docker(socket) = address else {
-        panic!("these tests open sessions on a Docker daemon only, not `{address}`");
-    };
-    let io = connect::docker_upgrade(socket, "/session", &spec.headers())
+/// Connects to the daemon, opens the session's transport and serves it in the background; the
+/// session is running before this returns, so a Solve sent next finds it.
+async fn start_session(address: &Address, spec: Arc<SessionSpec>) -> Client {
+    start_session_on(address, spec, Transport::ByAddress).await
+}
+
+/// How the session reaches the daemon.
+#[derive(Debug, Clone, Copy)]
+enum Transport {
+    /// `POST /session` on a Docker daemon, `Control/Session` on buildkitd.
+    ByAddress,
+    /// `Control/Session`, whatever the daemon.
+    ControlStream,
+}
+
+async fn start_session_on(
+    address: &Address,
+    spec: Arc<SessionSpec>,
+    transport: Transport,
+) -> Client {
+    let client = Client::connect(address, None)
         .await
-        .expect("the daemon upgrades POST /session");
+        .unwrap_or_else(|e| panic!("no BuildKit at `{address}`: {e}"));
+    let io = match transport {
+        Transport::ByAddress => client.session_transport(spec.headers()).await,
+        Transport::ControlStream => client.control_session(spec.headers()),
+    }
+    .expect("the daemon accepts the session");
     tokio::spawn(async move {
         if let Err(e) = session::serve(io, spec).await {
             eprintln!("session ended: {e}");
         }
     });
+    client
 }
 
-async fn solve(address: &Address, request: SolveRequest) -> Result<SolveResponse, tonic::Status> {
-    let channel: Channel = connect::channel(address, None)
-        .await
-        .expect("daemon reachable");
-    let mut client = tonic::client::Grpc::new(channel);
-    client.ready().await.expect("channel ready");
-    let path = http::uri::PathAndQuery::from_static("/moby.buildkit.v1.Control/Solve");
-    client
-        .unary(
-            tonic::Request::new(request),
-            path,
-            tonic_prost::ProstCodec::default(),
-        )
-        .await
-        .map(tonic::Response::into_inner)
+async fn solve(client: &Client, request: SolveRequest) -> Result<SolveResponse, String> {
+    client.solve(request).await.map_err(|e| e.to_string())
 }
 
 fn write(root: &Path, rel: &str, contents: &str) {
@@ -269,6 +276,15 @@ fn copy_local_into_busybox(session_id: &str, excludes: &[&str]) -> Definition {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_source_is_copied_into_busybox_and_exported_as_an_oci_tar() {
+    local_source_round_trip(Transport::ByAddress).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_also_runs_over_a_control_session_stream() {
+    local_source_round_trip(Transport::ControlStream).await;
+}
+
+async fn local_source_round_trip(transport: Transport) {
     let Some(address) = daemon() else { return };
     let context = context_folder();
     let out = tempfile::tempdir().unwrap();
@@ -280,9 +296,9 @@ async fn a_local_source_is_copied_into_busybox_and_exported_as_an_oci_tar() {
 
     let excludes = ["*.log", "!keep.log", "secret"];
     let definition = copy_local_into_busybox(&spec.id, &excludes);
-    start_session(&address, spec.clone()).await;
+    let client = start_session_on(&address, spec.clone(), transport).await;
     let response = solve(
-        &address,
+        &client,
         SolveRequest {
             r#ref: format!("envc-session-test-{}", spec.id),
             definition: Some(definition),
@@ -292,7 +308,7 @@ async fn a_local_source_is_copied_into_busybox_and_exported_as_an_oci_tar() {
         },
     )
     .await
-    .unwrap_or_else(|status| panic!("solve failed: {}", status.message()));
+    .unwrap_or_else(|e| panic!("solve failed: {e}"));
     assert!(
         response
             .exporter_response
@@ -350,9 +366,9 @@ async fn the_dockerfile_frontend_reads_context_and_dockerfile_through_the_sessio
         ],
     ));
 
-    start_session(&address, spec.clone()).await;
+    let client = start_session(&address, spec.clone()).await;
     solve(
-        &address,
+        &client,
         SolveRequest {
             r#ref: format!("envc-session-test-{}", spec.id),
             session: spec.id.clone(),
@@ -367,7 +383,7 @@ async fn the_dockerfile_frontend_reads_context_and_dockerfile_through_the_sessio
         },
     )
     .await
-    .unwrap_or_else(|status| panic!("solve failed: {}", status.message()));
+    .unwrap_or_else(|e| panic!("solve failed: {e}"));
 
     let files = last_layer_files(spec.output.as_ref().unwrap());
     assert_eq!(files["out/greeting"], b"hi from envc\n");
@@ -409,9 +425,9 @@ async fn a_folder_the_build_does_not_share_fails_the_solve_with_its_name() {
         }],
         ..Op::default()
     };
-    start_session(&address, spec.clone()).await;
-    let status = solve(
-        &address,
+    let client = start_session(&address, spec.clone()).await;
+    let message = solve(
+        &client,
         SolveRequest {
             r#ref: format!("envc-session-test-{}", spec.id),
             definition: Some(Definition {
@@ -425,11 +441,7 @@ async fn a_folder_the_build_does_not_share_fails_the_solve_with_its_name() {
     )
     .await
     .expect_err("the solve fails");
-    assert!(
-        status.message().contains("`elsewhere`"),
-        "{}",
-        status.message()
-    );
+    assert!(message.contains("`elsewhere`"), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -465,9 +477,9 @@ async fn file_kinds_arrive_intact_and_a_second_build_sees_a_same_size_change() {
             .insert("context".into(), context.path().to_owned());
         let spec = Arc::new(spec);
         async move {
-            start_session(&address, spec.clone()).await;
+            let client = start_session(&address, spec.clone()).await;
             solve(
-                &address,
+                &client,
                 SolveRequest {
                     r#ref: format!("envc-session-test-{}", spec.id),
                     definition: Some(copy_local_into_busybox(&spec.id, &[])),
@@ -477,7 +489,7 @@ async fn file_kinds_arrive_intact_and_a_second_build_sees_a_same_size_change() {
                 },
             )
             .await
-            .unwrap_or_else(|status| panic!("solve failed: {}", status.message()));
+            .unwrap_or_else(|e| panic!("solve failed: {e}"));
             last_layer(spec.output.as_ref().unwrap())
         }
     };
