@@ -514,3 +514,121 @@ async fn file_kinds_arrive_intact_and_a_second_build_sees_a_same_size_change() {
     assert_eq!(layer["ctx/data.txt"].data, b"two\n");
     assert_eq!(layer["ctx/big.bin"].data, big);
 }
+
+/// A registry stand-in on 127.0.0.1 that demands basic auth: it records every `Authorization`
+/// header, answers 401 without the right one and 404 (no such manifest) with it.
+async fn start_auth_registry(expected: String) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let record = record.clone();
+            let expected = expected.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                    // A TLS handshake: answer in plain HTTP, as an HTTP-only registry does, so
+                    // the client falls back to HTTP.
+                    if request.first() == Some(&0x16) {
+                        let _ = stream.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\n").await;
+                        return;
+                    }
+                }
+                let text = String::from_utf8_lossy(&request);
+                let auth = text
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("authorization")
+                            .then(|| value.trim().to_owned())
+                    })
+                    .unwrap_or_default();
+                record.lock().unwrap().push(auth.clone());
+                let response = if auth == expected {
+                    let body =
+                        r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#;
+                    format!(
+                        "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n\
+                         Docker-Distribution-API-Version: registry/2.0\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                } else {
+                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"envc-test\"\r\n\
+                     Docker-Distribution-API-Version: registry/2.0\r\n\
+                     Content-Length: 0\r\nConnection: close\r\n\r\n"
+                        .to_owned()
+                };
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (address, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buildkit_asks_the_session_for_registry_credentials() {
+    use base64::Engine as _;
+
+    let Some(address) = daemon() else { return };
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("envc:s3cret")
+    );
+    let (registry, seen) = start_auth_registry(expected.clone()).await;
+    let out = tempfile::tempdir().unwrap();
+    let mut spec = output_spec("auth", out.path(), &[]);
+    spec.credentials
+        .insert(registry.clone(), ("envc".into(), "s3cret".into()));
+    let spec = Arc::new(spec);
+
+    let image = Op {
+        op: Some(op::Op::Source(SourceOp {
+            identifier: format!("docker-image://{registry}/private/image:latest"),
+            attrs: BTreeMap::new(),
+        })),
+        ..Op::default()
+    };
+    let (image_bytes, image_digest) = encoded(&image);
+    let terminal = Op {
+        inputs: vec![Input {
+            digest: image_digest,
+            index: 0,
+        }],
+        ..Op::default()
+    };
+    let client = start_session(&address, spec.clone()).await;
+    let message = solve(
+        &client,
+        SolveRequest {
+            r#ref: format!("envc-session-test-{}", spec.id),
+            definition: Some(Definition {
+                def: vec![image_bytes, encoded(&terminal).0],
+                ..Definition::default()
+            }),
+            session: spec.id.clone(),
+            ..SolveRequest::default()
+        },
+    )
+    .await
+    .expect_err("the stand-in registry has no images");
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.contains(&expected),
+        "BuildKit never sent the session's credentials; it sent {seen:?} and failed with: {message}"
+    );
+    assert!(
+        seen.iter().any(String::is_empty),
+        "the first request is anonymous: {seen:?}"
+    );
+}
