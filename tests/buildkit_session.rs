@@ -20,7 +20,8 @@ use envc::engine::buildkit::session::{self, SessionSpec};
 const DEFAULT_ADDR: &str = "docker:///var/lib/envc-ci/buildkit/docker.sock";
 const BUSYBOX: &str = "127.0.0.1:5000/busybox:latest";
 
-/// The daemon's address, or `None` (after printing why, or failing under CI) when it is absent.
+/// Returns the daemon's address, or `None` (after printing why, or failing under CI) when it
+/// is absent.
 fn daemon() -> Option<Address> {
     let value = std::env::var("ENVC_BUILDKIT_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_owned());
     let address = Address::parse(&value).expect("ENVC_BUILDKIT_ADDR parses");
@@ -275,12 +276,12 @@ fn copy_local_into_busybox(session_id: &str, excludes: &[&str]) -> Definition {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_local_source_is_copied_into_busybox_and_exported_as_an_oci_tar() {
+async fn local_source_exports_oci_tar() {
     local_source_round_trip(Transport::ByAddress).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_session_also_runs_over_a_control_session_stream() {
+async fn control_session_stream_works() {
     local_source_round_trip(Transport::ControlStream).await;
 }
 
@@ -332,7 +333,7 @@ async fn local_source_round_trip(transport: Transport) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dockerfile_frontend_reads_context_and_dockerfile_through_the_session() {
+async fn dockerfile_frontend_reads_session_folders() {
     let Some(address) = daemon() else { return };
     let context = context_folder();
     write(
@@ -406,7 +407,7 @@ async fn the_dockerfile_frontend_reads_context_and_dockerfile_through_the_sessio
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_folder_the_build_does_not_share_fails_the_solve_with_its_name() {
+async fn unshared_folder_fails_the_solve() {
     let Some(address) = daemon() else { return };
     let out = tempfile::tempdir().unwrap();
     let spec = Arc::new(output_spec("missing-dir", out.path(), &[]));
@@ -445,7 +446,7 @@ async fn a_folder_the_build_does_not_share_fails_the_solve_with_its_name() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn file_kinds_arrive_intact_and_a_second_build_sees_a_same_size_change() {
+async fn file_kinds_and_same_size_change() {
     use std::os::unix::fs::{symlink, PermissionsExt};
 
     let Some(address) = daemon() else { return };
@@ -577,7 +578,7 @@ async fn start_auth_registry(expected: String) -> (String, Arc<std::sync::Mutex<
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn buildkit_asks_the_session_for_registry_credentials() {
+async fn registry_credentials_come_from_session() {
     use base64::Engine as _;
 
     let Some(address) = daemon() else { return };

@@ -1,8 +1,8 @@
 //! Receiving an exporter's output over `FileSend/DiffCopy` into the session's output file.
 //!
 //! BuildKit's `oci`, `docker` and `tar` exporters open this stream, send their tar as
-//! `BytesMessage` chunks in order, close their side, and wait until the client ends the call:
-//! the call ends only after the file is complete and synced, so a finished solve means a
+//! `BytesMessage` chunks in order, close their side, and wait until the client ends the call.
+//! The call ends only after the file is complete and synced, so a finished solve means a
 //! finished file. The request metadata names the exporter (`buildkit-attachable-exporter-id`,
 //! its index in the solve's exporter list) and carries `exporter-md-*` values; with one output
 //! file per session, every exporter stream is written to it. Docker 26 sends exporter ID `0`
