@@ -499,3 +499,54 @@ async fn layout_base_runs_exec() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_running_stage() {
+    let Some(address) = daemon() else { return };
+    let _daemon = DAEMON.lock().await;
+    let client = client(&address).await;
+    let project = tempfile::tempdir().unwrap();
+    std::fs::create_dir(project.path().join(".devcontainer")).unwrap();
+    // The nonce keeps BuildKit from taking the step from its cache.
+    std::fs::write(
+        project.path().join("Dockerfile"),
+        format!(
+            "FROM {BUSYBOX}\nRUN echo {:016x} && sleep 120\n",
+            rand_u64()
+        ),
+    )
+    .unwrap();
+    let mut source = fixture_source();
+    source.dockerfile = project.path().join("Dockerfile");
+    source.context = project.path().to_owned();
+    source.target = None;
+    let store_root = tempfile::tempdir().unwrap();
+    let store = Store::open(store_root.path()).unwrap();
+
+    let cancel = Cancel::default();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        trigger.cancel();
+    });
+    let started = std::time::Instant::now();
+    let result = dockerfile::build_stage(
+        &client,
+        &source,
+        &StageOptions::default(),
+        &store,
+        &Recorder::default(),
+        &cancel,
+    )
+    .await;
+
+    assert!(
+        matches!(result, Err(dockerfile::Error::Interrupted)),
+        "{result:?}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "stopping took {:?}",
+        started.elapsed()
+    );
+}
