@@ -285,9 +285,9 @@ async fn failing_instruction_line_and_output() {
     assert!(!err.is_invalid_input());
 }
 
-/// Writes an OCI layout holding busybox from the loopback registry plus one layer with a
-/// random `/nonce` file, so that BuildKit has never seen the image and must read it all from
-/// the session. Returns the manifest digest and the nonce.
+/// Writes an OCI layout containing busybox from the loopback registry plus one layer with a
+/// random `/nonce` file. BuildKit has never seen that image, so it must read at least its
+/// manifest, config and new layer from the session. Returns the manifest digest and the nonce.
 async fn busybox_with_nonce(dir: &Path) -> (String, String) {
     let registry = RegistryClient::new(RegistryOptions::default());
     let reference = ImageRef::parse(BUSYBOX).unwrap();
