@@ -950,7 +950,7 @@ fn assemble(
 
 /// Formats the history entry of a Feature's layer, such as
 /// `envc: install Feature app-tool 1.0.0 from ./features/app-tool`.
-fn history_text(step: &crate::plan::Step) -> String {
+pub(crate) fn history_text(step: &crate::plan::Step) -> String {
     let version = step
         .version
         .as_deref()
