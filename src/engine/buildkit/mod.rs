@@ -1,8 +1,10 @@
 //! The BuildKit engine: BuildKit's wire types, connections and Control client.
 
+pub mod connect;
 pub mod image;
 pub mod llb;
 pub mod proto;
+pub mod session;
 pub mod status;
 
 /// Errors of the BuildKit engine.
