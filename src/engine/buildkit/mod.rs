@@ -1,5 +1,6 @@
 //! The BuildKit engine: BuildKit's wire types, connections and Control client.
 
+pub mod client;
 pub mod connect;
 pub mod image;
 pub mod llb;

@@ -413,6 +413,33 @@ pub enum AttrMatch {
     Matches = 2,
 }
 
+/// The `google.rpc.Status` a gRPC error carries in its details, with BuildKit's typed errors.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+    #[prost(message, repeated, tag = "3")]
+    pub details: Vec<prost_types::Any>,
+}
+
+/// A typed error detail naming the vertex that failed (`errdefs.Vertex`).
+#[derive(Clone, PartialEq, Eq, prost::Message, serde::Deserialize)]
+pub struct ErrorVertex {
+    #[prost(string, tag = "1")]
+    #[serde(default)]
+    pub digest: String,
+}
+
+/// A typed error detail with a process's exit code (`gatewayapi.ExitMessage`).
+#[derive(Clone, PartialEq, Eq, prost::Message, serde::Deserialize)]
+pub struct ExitMessage {
+    #[prost(uint32, tag = "1")]
+    #[serde(default, rename = "Code")]
+    pub code: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message as _;
