@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::password::EnvOrPrompt;
-use super::{BuildArgs, ProjectArgs};
-use crate::build::{self, LockMode, Outputs, ProjectOptions};
+use super::{BuildArgs, EngineArg, ProjectArgs};
+use crate::build::{self, EngineChoice, LockMode, Outputs, ProjectOptions};
 use crate::engine::Cancel;
 use crate::progress::Reporter;
 use crate::sign::KeyPair;
@@ -36,7 +36,16 @@ pub async fn run(args: BuildArgs, reporter: Arc<dyn Reporter>) -> Result<()> {
         }
     });
 
-    let outcome = build::build(&options, &outputs, args.no_cache, reporter, &cancel).await?;
+    let engine = engine_choice(&args)?;
+    let outcome = build::build(
+        &options,
+        &outputs,
+        &engine,
+        args.no_cache,
+        reporter,
+        &cancel,
+    )
+    .await?;
     if args.json {
         println!(
             "{}",
@@ -55,6 +64,41 @@ pub async fn run(args: BuildArgs, reporter: Arc<dyn Reporter>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The engine `args` choose. The BuildKit daemon is `--buildkit-addr`, else `BUILDKIT_HOST`,
+/// else the Docker daemon of `DOCKER_HOST`, else Docker's default socket.
+fn engine_choice(args: &BuildArgs) -> Result<EngineChoice> {
+    use crate::engine::buildkit::connect::{Address, TlsFiles};
+
+    let given = &args.buildkit;
+    let tls = TlsFiles {
+        ca: given.buildkit_tls_ca.clone(),
+        cert: given.buildkit_tls_cert.clone(),
+        key: given.buildkit_tls_key.clone(),
+    };
+    if args.engine == EngineArg::Local {
+        if given.buildkit_addr.is_some() || !tls.is_empty() {
+            return Err(Error::usage(
+                "`--buildkit-addr` and the `--buildkit-tls-*` files need `--engine buildkit`",
+                Some("add `--engine buildkit`, or drop the BuildKit options".to_string()),
+            ));
+        }
+        return Ok(EngineChoice::Local);
+    }
+    let address_error = |e: crate::engine::buildkit::connect::Error| {
+        crate::engine::Error::from(crate::engine::buildkit::Error::from(e))
+    };
+    let address = match &given.buildkit_addr {
+        Some(text) => Address::parse(text).map_err(address_error)?,
+        None => Address::from_env()
+            .map_err(address_error)?
+            .unwrap_or_else(Address::default_docker),
+    };
+    Ok(EngineChoice::BuildKit {
+        address,
+        tls: (!tls.is_empty()).then_some(tls),
+    })
 }
 
 /// Resolves the options shared by `build` and `plan`.
