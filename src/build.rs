@@ -308,7 +308,7 @@ pub async fn build(
     let plan = planned.plan;
     let plan_seconds = started.elapsed().as_secs_f64();
 
-    let record_key = plan_record_key(&plan, engine);
+    let record_key = plan_record_key(&plan.plan_digest, engine);
     // BuildKit exports a cache only from a solve, so `--cache-to` makes it solve again.
     let exports_cache =
         matches!(engine, EngineChoice::BuildKit { .. }) && outputs.cache_to.is_some();
@@ -840,10 +840,10 @@ fn up_to_date_layers(store: &Store, plan: &BuildPlan) -> Result<Vec<LayerSummary
 
 /// The key of the plan record: the plan digest for the local engine, and a key of its own for
 /// BuildKit, whose layers are written by another tar writer and so give another image.
-fn plan_record_key(plan: &BuildPlan, engine: &EngineChoice) -> String {
+fn plan_record_key(plan_digest: &str, engine: &EngineChoice) -> String {
     match engine {
-        EngineChoice::Local => plan.plan_digest.clone(),
-        EngineChoice::BuildKit { .. } => format!("{}-buildkit", plan.plan_digest),
+        EngineChoice::Local => plan_digest.to_string(),
+        EngineChoice::BuildKit { .. } => format!("{plan_digest}-buildkit"),
     }
 }
 
@@ -1277,6 +1277,74 @@ mod tests {
         assert_eq!(
             with_default_tag("127.0.0.1:5000/hello@sha256:ab"),
             "127.0.0.1:5000/hello@sha256:ab"
+        );
+    }
+
+    #[test]
+    fn cache_options_read_both_forms() {
+        let plain = CacheOption::parse("127.0.0.1:5000/team/cache").unwrap();
+        assert_eq!(plain.reference, "127.0.0.1:5000/team/cache");
+        assert!(plain.max);
+
+        let min = CacheOption::parse("type=registry,ref=127.0.0.1:5000/c:tag,mode=min").unwrap();
+        assert_eq!(min.reference, "127.0.0.1:5000/c:tag");
+        assert!(!min.max);
+        assert!(
+            CacheOption::parse("ref=127.0.0.1:5000/c,mode=max")
+                .unwrap()
+                .max
+        );
+    }
+
+    #[test]
+    fn cache_options_reject_other_types_keys_and_modes() {
+        for (text, expected) in [
+            ("type=local,dest=/tmp/x", "only `type=registry`"),
+            (
+                "type=registry,ref=r,compression=zstd",
+                "unknown key `compression`",
+            ),
+            ("type=registry,ref=r,mode=all", "`mode` is `min` or `max`"),
+            ("type=registry,mode=max", "no `ref`"),
+            ("type=registry,ref", "`ref` is not `key=value`"),
+        ] {
+            let err = CacheOption::parse(text).unwrap_err();
+            assert!(err.to_string().contains(expected), "{text}: {err}");
+            assert_eq!(err.exit_kind(), crate::error::ExitKind::InvalidInput);
+        }
+    }
+
+    #[test]
+    fn buildkit_caches_may_have_tags_but_local_ones_not() {
+        let outputs = |cache: &str| Outputs {
+            cache_to: Some(cache.to_string()),
+            ..Outputs::default()
+        };
+        let buildkit = EngineChoice::BuildKit {
+            address: crate::engine::buildkit::connect::Address::Docker("/x.sock".into()),
+            tls: None,
+        };
+        let tagged = "type=registry,ref=127.0.0.1:5000/team/cache:main,mode=max";
+        check_outputs(&outputs(tagged), &buildkit).unwrap();
+        assert!(check_outputs(&outputs(tagged), &EngineChoice::Local).is_err());
+        check_outputs(&outputs("127.0.0.1:5000/team/cache"), &EngineChoice::Local).unwrap();
+        let err = check_outputs(&outputs("team/cache"), &buildkit).unwrap_err();
+        assert!(err.to_string().contains("names no registry"), "{err}");
+    }
+
+    #[test]
+    fn buildkit_records_its_plans_apart() {
+        let buildkit = EngineChoice::BuildKit {
+            address: crate::engine::buildkit::connect::Address::Docker("/x.sock".into()),
+            tls: None,
+        };
+        assert_eq!(
+            plan_record_key("sha256:ab", &EngineChoice::Local),
+            "sha256:ab"
+        );
+        assert_eq!(
+            plan_record_key("sha256:ab", &buildkit),
+            "sha256:ab-buildkit"
         );
     }
 

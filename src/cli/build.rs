@@ -175,6 +175,47 @@ mod tests {
         assert_eq!(tag, None);
     }
 
+    fn build_args(args: &[&str]) -> BuildArgs {
+        use clap::Parser as _;
+        let cli = super::super::Cli::try_parse_from(["envc", "build"].iter().chain(args)).unwrap();
+        match cli.command {
+            super::super::Command::Build(args) => *args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn buildkit_options_need_the_buildkit_engine() {
+        let err =
+            engine_choice(&build_args(&["--buildkit-addr", "unix:///run/b.sock"])).unwrap_err();
+        assert!(err.to_string().contains("--engine buildkit"), "{err}");
+    }
+
+    #[test]
+    fn the_buildkit_address_comes_from_the_flag() {
+        let args = build_args(&[
+            "--engine",
+            "buildkit",
+            "--buildkit-addr",
+            "tcp://127.0.0.1:1234",
+            "--buildkit-tls-ca",
+            "ca.pem",
+        ]);
+        let EngineChoice::BuildKit { address, tls } = engine_choice(&args).unwrap() else {
+            panic!("not the BuildKit engine");
+        };
+        assert_eq!(address.to_string(), "tcp://127.0.0.1:1234");
+        assert_eq!(tls.unwrap().ca, Some(PathBuf::from("ca.pem")));
+    }
+
+    #[test]
+    fn the_local_engine_is_the_default() {
+        assert!(matches!(
+            engine_choice(&build_args(&[])).unwrap(),
+            EngineChoice::Local
+        ));
+    }
+
     #[test]
     fn output_of_other_kind_is_rejected() {
         let error = parse_output("docker:x").unwrap_err();

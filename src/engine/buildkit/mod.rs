@@ -172,37 +172,7 @@ impl BuildKitEngine {
         let client = Client::connect(&options.address, options.tls.as_ref()).await?;
         let daemon = client.daemon_info().await?;
         tracing::debug!(?daemon, "BuildKit daemon");
-        let unsupported = |what: String, hint: &str| Error::Unsupported {
-            address: options.address.to_string(),
-            what,
-            hint: hint.to_string(),
-        };
-        if !daemon.exports_images() {
-            return Err(unsupported(
-                "is a Docker daemon that keeps images in its classic store, where BuildKit \
-                 cannot export OCI images, push or export a registry cache"
-                    .into(),
-                "enable the containerd snapshotter: add \
-                 `{\"features\":{\"containerd-snapshotter\":true}}` to the daemon's \
-                 daemon.json and restart it; or point `--buildkit-addr` at a buildkitd",
-            ));
-        }
-        match daemon.semver() {
-            Some(version) if version < MIN_VERSION => {
-                return Err(unsupported(
-                    format!(
-                        "runs BuildKit {version}, older than the v{MIN_VERSION} envc needs for \
-                         two exporters in one build and timestamp rewriting"
-                    ),
-                    "upgrade buildkitd to v0.13 or newer, or use Docker 26 or newer",
-                ));
-            }
-            Some(_) => {}
-            None => tracing::debug!(
-                version = ?daemon.version,
-                "BuildKit gives no usable version; assuming it is recent enough"
-            ),
-        }
+        check_daemon(&daemon, &options.address)?;
         Ok(BuildKitEngine {
             client,
             daemon,
@@ -279,7 +249,7 @@ impl BuildKitEngine {
         let solved = self.solve(request, &build_ref, &mut progress).await;
         let response = match solved {
             Ok(response) => response,
-            Err(error) => return Err(self.failure(plan, &mut progress, error)),
+            Err(error) => return Err(self.failure(plan, &lowered, &mut progress, error)),
         };
         tracing::debug!(?response.exporter_response, "BuildKit solved in {:?}", started.elapsed());
 
@@ -301,23 +271,19 @@ impl BuildKitEngine {
         })
     }
 
-    /// Refuses Feature folders with symbolic links when the daemon's file ops cannot make
-    /// them, before anything runs.
+    /// Rejects Feature folders with symbolic links when the daemon is known to be too old to
+    /// create them, before anything runs.
     fn check_symlinks(&self, lowered: &llb::Lowered) -> Result<(), Error> {
         let Some((feature, path)) = lowered.symlinks.first() else {
             return Ok(());
         };
         match self.daemon.semver() {
-            Some(version) if version < SYMLINK_VERSION => Err(Error::Unsupported {
-                address: self.options.address.to_string(),
-                what: format!(
-                    "runs BuildKit {version}, which cannot create the symbolic link `{path}` of \
-                     Feature `{feature}` (links need v{SYMLINK_VERSION})"
-                ),
-                hint: "replace the link in the Feature folder with a copy of its target, use a \
-                       newer buildkitd, or build with `--engine local`"
-                    .into(),
-            }),
+            Some(version) if version < SYMLINK_VERSION => Err(symlink_error(
+                &self.options.address,
+                &format!("runs BuildKit {version}, which"),
+                feature,
+                path,
+            )),
             _ => Ok(()),
         }
     }
@@ -512,6 +478,7 @@ impl BuildKitEngine {
     fn failure(
         &self,
         plan: &BuildPlan,
+        lowered: &llb::Lowered,
         progress: &mut StepProgress<'_>,
         error: client::Error,
     ) -> crate::engine::Error {
@@ -525,9 +492,24 @@ impl BuildKitEngine {
                 output_tail: failure.tail,
             };
         }
-        match error {
-            client::Error::Call { message, .. } => Error::Solve { message }.into(),
-            other => Error::Client(other).into(),
+        let client::Error::Call { message, .. } = error else {
+            return Error::Client(error).into();
+        };
+        // A daemon older than a capability the graph uses rejects the graph by its name.
+        let Some(capability) = message.split("unknown API capability ").nth(1) else {
+            return Error::Solve { message }.into();
+        };
+        let address = &self.options.address;
+        match lowered.symlinks.first() {
+            Some((feature, path)) if capability.starts_with("file.symlink") => {
+                symlink_error(address, "runs a BuildKit that", feature, path).into()
+            }
+            _ => Error::Unsupported {
+                address: address.to_string(),
+                what: format!("does not know `{capability}`, which this build needs"),
+                hint: "use buildkitd v0.13 or newer, or Docker 26 or newer".into(),
+            }
+            .into(),
         }
     }
 
@@ -560,6 +542,58 @@ impl BuildKitEngine {
             pushed.push(format!("{reference}@{}", found.digest));
         }
         Ok(pushed)
+    }
+}
+
+/// Checks that `daemon` can build and export envc's images: in a Docker daemon, the
+/// containerd snapshotter; a BuildKit of at least v0.13 when its version is known.
+fn check_daemon(daemon: &DaemonInfo, address: &Address) -> Result<(), Error> {
+    let unsupported = |what: String, hint: &str| Error::Unsupported {
+        address: address.to_string(),
+        what,
+        hint: hint.to_string(),
+    };
+    if !daemon.exports_images() {
+        return Err(unsupported(
+            "is a Docker daemon that keeps images in its classic store, where BuildKit cannot \
+             export OCI images, push or export a registry cache"
+                .into(),
+            "enable the containerd snapshotter: add \
+             `{\"features\":{\"containerd-snapshotter\":true}}` to the daemon's daemon.json \
+             and restart it; or point `--buildkit-addr` at a buildkitd",
+        ));
+    }
+    match daemon.semver() {
+        Some(version) if version < MIN_VERSION => Err(unsupported(
+            format!(
+                "runs BuildKit {version}, older than the v{MIN_VERSION} envc needs for two \
+                 exporters in one build and timestamp rewriting"
+            ),
+            "upgrade buildkitd to v0.13 or newer, or use Docker 26 or newer",
+        )),
+        Some(_) => Ok(()),
+        None => {
+            tracing::debug!(
+                version = ?daemon.version,
+                "BuildKit reports no usable version; assuming it is recent enough"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The error for a symbolic link in a Feature folder that the daemon cannot create; `daemon`
+/// describes the daemon, such as `runs BuildKit 0.13.2, which`.
+fn symlink_error(address: &Address, daemon: &str, feature: &str, path: &str) -> Error {
+    Error::Unsupported {
+        address: address.to_string(),
+        what: format!(
+            "{daemon} cannot create the symbolic link `{path}` of Feature `{feature}` (file \
+             ops create links from BuildKit v{SYMLINK_VERSION})"
+        ),
+        hint: "replace the link in the Feature folder with a copy of its target, use a newer \
+               buildkitd, or build with `--engine local`"
+            .into(),
     }
 }
 
@@ -608,8 +642,54 @@ async fn wait_cancelled(cancel: &Cancel) {
 mod tests {
     use super::*;
 
+    fn daemon(docker: bool, containerd: bool, version: &str) -> DaemonInfo {
+        DaemonInfo {
+            version: Some(version.into()),
+            docker,
+            containerd_snapshotter: containerd,
+            snapshotter: Some("overlayfs".into()),
+            platforms: vec!["linux/amd64".into()],
+            labels: BTreeMap::new(),
+        }
+    }
+
+    fn address() -> Address {
+        Address::Docker("/run/test/docker.sock".into())
+    }
+
     #[test]
-    fn version_limits_are_ordered() {
-        assert!(MIN_VERSION < SYMLINK_VERSION);
+    fn docker_without_containerd_is_rejected_with_the_fix() {
+        let err = check_daemon(&daemon(true, false, "v0.13.2"), &address()).unwrap_err();
+        assert!(err.to_string().contains("classic store"), "{err}");
+        assert!(err.to_string().contains("/run/test/docker.sock"), "{err}");
+        assert!(err.hint().unwrap().contains("containerd-snapshotter"));
+    }
+
+    #[test]
+    fn an_old_buildkit_is_rejected_by_version() {
+        let err = check_daemon(&daemon(false, false, "v0.12.5"), &address()).unwrap_err();
+        assert!(err.to_string().contains("0.12.5"), "{err}");
+        assert!(err.hint().unwrap().contains("v0.13"));
+    }
+
+    #[test]
+    fn usable_daemons_pass() {
+        check_daemon(&daemon(true, true, "v0.0.0+unknown"), &address()).unwrap();
+        check_daemon(&daemon(false, false, "v0.13.0"), &address()).unwrap();
+        check_daemon(&daemon(false, true, "v0.21.1"), &address()).unwrap();
+    }
+
+    #[test]
+    fn a_symlink_error_names_the_feature_and_the_fix() {
+        let err = symlink_error(
+            &address(),
+            "runs BuildKit 0.13.2, which",
+            "tool",
+            "/lib/link",
+        );
+        let text = err.to_string();
+        assert!(text.contains("`/lib/link` of Feature `tool`"), "{text}");
+        assert!(text.contains("v0.19.0"), "{text}");
+        assert!(err.hint().unwrap().contains("--engine local"));
     }
 }
