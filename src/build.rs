@@ -838,8 +838,8 @@ fn up_to_date_layers(store: &Store, plan: &BuildPlan) -> Result<Vec<LayerSummary
     Ok(layers)
 }
 
-/// The key of the plan record: the plan digest for the local engine, and a key of its own for
-/// BuildKit, whose layers are written by another tar writer and so give another image.
+/// Returns the key of the plan record: the plan digest for the local engine, and a key of its
+/// own for BuildKit, whose layers another tar writer writes, so that its image differs.
 fn plan_record_key(plan_digest: &str, engine: &EngineChoice) -> String {
     match engine {
         EngineChoice::Local => plan_digest.to_string(),
@@ -847,7 +847,7 @@ fn plan_record_key(plan_digest: &str, engine: &EngineChoice) -> String {
     }
 }
 
-/// The layer summaries of a build, one per step.
+/// Summarizes the layers of a build, one per step.
 fn layer_summaries(plan: &BuildPlan, results: &[crate::engine::StepResult]) -> Vec<LayerSummary> {
     plan.features
         .iter()
@@ -863,7 +863,7 @@ fn layer_summaries(plan: &BuildPlan, results: &[crate::engine::StepResult]) -> V
         .collect()
 }
 
-/// The layer summaries of a stored image, from the last layers of its manifest.
+/// Summarizes the layers of a stored image from the last layers of its manifest.
 fn image_layers(
     store: &Store,
     plan: &BuildPlan,
@@ -1281,7 +1281,7 @@ mod tests {
     }
 
     #[test]
-    fn cache_options_read_both_forms() {
+    fn cache_option_both_forms() {
         let plain = CacheOption::parse("127.0.0.1:5000/team/cache").unwrap();
         assert_eq!(plain.reference, "127.0.0.1:5000/team/cache");
         assert!(plain.max);
@@ -1297,7 +1297,7 @@ mod tests {
     }
 
     #[test]
-    fn cache_options_reject_other_types_keys_and_modes() {
+    fn cache_option_rejects_unknown() {
         for (text, expected) in [
             ("type=local,dest=/tmp/x", "only `type=registry`"),
             (
@@ -1315,7 +1315,7 @@ mod tests {
     }
 
     #[test]
-    fn buildkit_caches_may_have_tags_but_local_ones_not() {
+    fn cache_tags_buildkit_only() {
         let outputs = |cache: &str| Outputs {
             cache_to: Some(cache.to_string()),
             ..Outputs::default()
@@ -1333,7 +1333,7 @@ mod tests {
     }
 
     #[test]
-    fn buildkit_records_its_plans_apart() {
+    fn plan_record_key_per_engine() {
         let buildkit = EngineChoice::BuildKit {
             address: crate::engine::buildkit::connect::Address::Docker("/x.sock".into()),
             tls: None,

@@ -24,8 +24,8 @@ const DEFAULT_ADDR: &str = "docker:///var/lib/envc-ci/buildkit/docker.sock";
 /// Held by each test: pruning the daemon's cache would disturb a build running beside it.
 static DAEMON: Mutex<()> = Mutex::new(());
 
-/// The daemon's address when the tests can run here; otherwise `None` after saying why, or a
-/// panic under CI.
+/// Returns the daemon's address when the tests can run here; otherwise `None` after saying
+/// why, or a panic under CI.
 fn daemon(test: &str) -> Option<String> {
     let address = std::env::var("ENVC_BUILDKIT_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.into());
     let reachable = runtime().block_on(async {
@@ -65,7 +65,7 @@ fn prune(address: &str) {
     });
 }
 
-/// A name no other run uses.
+/// Returns a name no other run uses.
 fn unique(prefix: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -118,7 +118,7 @@ struct Entry {
     link: String,
 }
 
-/// The entries of layer blob `digest` in `store`, by path.
+/// Reads the entries of layer blob `digest` in `store`, by path.
 fn layer_entries(store: &Path, digest: &str) -> BTreeMap<String, Entry> {
     let hex = digest.strip_prefix("sha256:").unwrap();
     let file = std::fs::File::open(store.join("oci/blobs/sha256").join(hex)).unwrap();
@@ -181,9 +181,9 @@ fn manifest_layers(store: &Path, digest: &str) -> Vec<serde_json::Value> {
 }
 
 #[test]
-fn anchor_layers_match_the_local_engine() {
+fn anchor_layers_match_local_engine() {
     let _daemon = DAEMON.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(address) = daemon("anchor_layers_match_the_local_engine") else {
+    let Some(address) = daemon("anchor_layers_match_local_engine") else {
         return;
     };
     let scratch = Scratch::new();
@@ -297,9 +297,9 @@ fn anchor_layers_match_the_local_engine() {
 }
 
 #[test]
-fn registry_cache_and_cold_builds_give_one_digest() {
+fn cache_and_cold_builds_one_digest() {
     let _daemon = DAEMON.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(address) = daemon("registry_cache_and_cold_builds_give_one_digest") else {
+    let Some(address) = daemon("cache_and_cold_builds_one_digest") else {
         return;
     };
     let scratch = Scratch::new();
@@ -347,9 +347,9 @@ fn registry_cache_and_cold_builds_give_one_digest() {
 }
 
 #[test]
-fn a_missing_cache_import_only_warns() {
+fn cache_import_missing_warns() {
     let _daemon = DAEMON.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(address) = daemon("a_missing_cache_import_only_warns") else {
+    let Some(address) = daemon("cache_import_missing_warns") else {
         return;
     };
     let scratch = Scratch::new();
@@ -375,9 +375,9 @@ fn a_missing_cache_import_only_warns() {
 }
 
 #[test]
-fn a_failing_script_names_its_feature() {
+fn failing_script_names_feature() {
     let _daemon = DAEMON.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(address) = daemon("a_failing_script_names_its_feature") else {
+    let Some(address) = daemon("failing_script_names_feature") else {
         return;
     };
     let scratch = Scratch::new();

@@ -66,8 +66,8 @@ pub async fn run(args: BuildArgs, reporter: Arc<dyn Reporter>) -> Result<()> {
     Ok(())
 }
 
-/// The engine `args` choose. The BuildKit daemon is `--buildkit-addr`, else `BUILDKIT_HOST`,
-/// else the Docker daemon of `DOCKER_HOST`, else Docker's default socket.
+/// Returns the engine `args` choose. The BuildKit daemon is `--buildkit-addr`, else
+/// `BUILDKIT_HOST`, else the Docker daemon of `DOCKER_HOST`, else Docker's default socket.
 fn engine_choice(args: &BuildArgs) -> Result<EngineChoice> {
     use crate::engine::buildkit::connect::{Address, TlsFiles};
 
@@ -185,14 +185,14 @@ mod tests {
     }
 
     #[test]
-    fn buildkit_options_need_the_buildkit_engine() {
+    fn buildkit_flags_need_engine() {
         let err =
             engine_choice(&build_args(&["--buildkit-addr", "unix:///run/b.sock"])).unwrap_err();
         assert!(err.to_string().contains("--engine buildkit"), "{err}");
     }
 
     #[test]
-    fn the_buildkit_address_comes_from_the_flag() {
+    fn buildkit_address_from_flag() {
         let args = build_args(&[
             "--engine",
             "buildkit",
@@ -209,7 +209,7 @@ mod tests {
     }
 
     #[test]
-    fn the_local_engine_is_the_default() {
+    fn engine_defaults_to_local() {
         assert!(matches!(
             engine_choice(&build_args(&[])).unwrap(),
             EngineChoice::Local

@@ -194,7 +194,7 @@ pub enum EngineArg {
     Buildkit,
 }
 
-/// Where the BuildKit engine finds its daemon.
+/// The BuildKit daemon's address and TLS files.
 #[derive(Debug, Clone, Args)]
 pub struct BuildKitArgs {
     /// The BuildKit daemon: `unix:///PATH`, `tcp://HOST:PORT` or `docker://[/PATH]`
@@ -207,7 +207,7 @@ pub struct BuildKitArgs {
     #[arg(long, value_name = "FILE")]
     pub buildkit_tls_ca: Option<PathBuf>,
 
-    /// A client certificate for a `tcp://` daemon that asks for one.
+    /// A client certificate for a `tcp://` daemon that requires one.
     #[arg(long, value_name = "FILE", requires = "buildkit_tls_key")]
     pub buildkit_tls_cert: Option<PathBuf>,
 

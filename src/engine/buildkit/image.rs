@@ -25,9 +25,10 @@ const INDEX_TYPES: [&str; 2] = [
     assemble::MEDIA_TYPE_DOCKER_LIST,
 ];
 
-/// The final image config of `plan` as JSON, for the exporters' `containerimage.config`: the
-/// base config with the plan's `Env`, `User` and labels, and one history entry per Feature.
-/// `rootfs` lists only the base's layers; BuildKit writes the full list.
+/// Returns the final image config of `plan` as JSON, for the exporters'
+/// `containerimage.config`: the base config with the plan's `Env`, `User` and labels, and one
+/// history entry per Feature. `rootfs` lists only the base's layers, because BuildKit writes
+/// the full list.
 ///
 /// # Errors
 ///
@@ -171,8 +172,8 @@ fn import_blob(
     Ok(())
 }
 
-/// The digest of the image manifest `index` names: its only manifest, or in a nested index
-/// the one image that is not an attestation (`unknown/unknown`).
+/// Returns the digest of the image manifest `index` names: its only manifest, or in a nested
+/// index the one image that is not an attestation (`unknown/unknown`).
 fn image_manifest(index: &[u8], store: &ContentStore) -> Result<String, Error> {
     let mut document: Value = serde_json::from_slice(index)
         .map_err(|e| export_error(&format!("has an unreadable index: {e}")))?;
@@ -213,8 +214,8 @@ fn is_attestation(descriptor: &Value) -> bool {
     os == Some("unknown") || reference_type == Some("attestation-manifest")
 }
 
-/// The layers of manifest `digest`, paired with the config's `diff_ids`, after checking that
-/// every blob is in the store with its size.
+/// Returns the layers of manifest `digest`, paired with the config's `diff_ids`, after
+/// checking that every blob is in the store with its size.
 fn image_layers(digest: &str, store: &ContentStore) -> Result<Vec<Layer>, Error> {
     let manifest: Value = serde_json::from_slice(&store.read_blob(digest)?)
         .map_err(|e| export_error(&format!("has an unreadable manifest: {e}")))?;
@@ -326,7 +327,7 @@ mod tests {
     }
 
     #[test]
-    fn the_config_is_the_local_engines_without_new_diff_ids() {
+    fn config_matches_local_engine() {
         let config: Value = serde_json::from_slice(&image_config(&plan()).unwrap()).unwrap();
         assert_eq!(config["config"]["Env"][1], "APP_ENV=bench");
         assert_eq!(config["config"]["User"], "dev");
@@ -386,7 +387,7 @@ mod tests {
     }
 
     #[test]
-    fn a_layout_tar_is_imported_blob_by_blob() {
+    fn import_layout_tar_blobs() {
         let dir = tempfile::tempdir().unwrap();
         let store = ContentStore::open(&dir.path().join("oci"), &dir.path().join("tmp")).unwrap();
         let (tar, manifest, layer) = layout_tar(dir.path(), false);
@@ -400,7 +401,7 @@ mod tests {
     }
 
     #[test]
-    fn a_blob_that_does_not_match_its_name_is_refused() {
+    fn import_rejects_mismatched_blob() {
         let dir = tempfile::tempdir().unwrap();
         let store = ContentStore::open(&dir.path().join("oci"), &dir.path().join("tmp")).unwrap();
         let (tar, _, layer) = layout_tar(dir.path(), true);
@@ -410,7 +411,7 @@ mod tests {
     }
 
     #[test]
-    fn an_interrupted_import_stops() {
+    fn import_stops_on_cancel() {
         let dir = tempfile::tempdir().unwrap();
         let store = ContentStore::open(&dir.path().join("oci"), &dir.path().join("tmp")).unwrap();
         let (tar, _, _) = layout_tar(dir.path(), false);
@@ -419,7 +420,7 @@ mod tests {
     }
 
     #[test]
-    fn attestations_are_not_the_image() {
+    fn attestation_is_not_image() {
         let attestation = serde_json::json!({
             "platform": {"os": "unknown", "architecture": "unknown"},
             "annotations": {"vnd.docker.reference.type": "attestation-manifest"}

@@ -5,7 +5,7 @@
 //! The Feature's folder is a file op from scratch (folders, files and links, sorted, with
 //! fixed modes and times) mounted read-only at `/.envc/features/<id>`: its files never enter
 //! the image, and no session is needed to send them. The exec runs as `0:0` in that folder,
-//! with the environment the local engine gives the script; a small `sh` program first reads
+//! with the environment the local engine gives the script. A small `sh` program first reads
 //! the user homes from the image's `/etc/passwd`, as the local engine does before it starts
 //! the container. The last op names the result.
 //!
@@ -22,23 +22,26 @@ use crate::engine::local::bundle::{feature_mount, script_env};
 use crate::engine::Network;
 use crate::plan::{BaseSource, BuildPlan, Step};
 
-/// The most bytes of file content one Feature folder may hold. Its files travel inside the
-/// solve request, which BuildKit and Docker cap at a few MiB.
+/// The maximum bytes of file content in one Feature folder. The files travel inside the solve
+/// request, and Docker 26 rejects gRPC messages over 4 MiB (measured: `received message larger
+/// than max (5247156 vs. 4194304)`).
 pub const MAX_FEATURE_BYTES: u64 = 2 << 20;
 
-/// The most bytes of file content all Feature folders together may hold.
+/// The maximum bytes of file content in all Feature folders together, leaving room under
+/// Docker's 4 MiB for the ops and the exporters' image configs.
 pub const MAX_TOTAL_FEATURE_BYTES: u64 = 3 << 20;
 
 /// The description key BuildKit shows as a vertex's name.
 pub const CUSTOM_NAME: &str = "llb.customname";
 
-/// The `sh` program that starts each install command. Arguments: the remote user, the
-/// container user, then the command. It sets `_REMOTE_USER_HOME` and `_CONTAINER_USER_HOME`
-/// from the image's `/etc/passwd` with the local engine's rules (the sixth field of the first
-/// entry whose name or uid matches; when there is none, or `/etc` or `/etc/passwd` is not a
-/// plain folder and file, `/root` for root and empty for anyone else), then runs the command
-/// with its stderr in its stdout, so that lines keep the order the script wrote them in. It
-/// writes no file: a here-document could leave a trace in `/tmp`.
+/// The `sh` program that starts each install command, with the remote user, the container
+/// user and then the command as arguments.
+///
+/// It sets `_REMOTE_USER_HOME` and `_CONTAINER_USER_HOME` by the local engine's rules: the
+/// sixth field of the first `/etc/passwd` entry whose name or uid matches. Without one, or
+/// when `/etc` or `/etc/passwd` is a link, root gets `/root` and anyone else an empty value.
+/// Then it runs the command with stderr in stdout, so lines keep the order the script wrote
+/// them in. It writes no file, because a here-document could leave a trace in `/tmp`.
 pub const RUN_SCRIPT: &str = r#"home_of() {
   case $1 in root|0) fallback=/root ;; *) fallback= ;; esac
   if [ -L /etc ] || [ ! -d /etc ] || [ -L /etc/passwd ] || [ ! -f /etc/passwd ]; then
@@ -288,8 +291,8 @@ fn folder_caps(folder: &Folder) -> &'static [&'static str] {
     }
 }
 
-/// The image source of the base, `docker-image://<registry>/<repository>@<digest>`: the
-/// digest pins it, so no tag is kept.
+/// Returns the image source of the base, `docker-image://<registry>/<repository>@<digest>`.
+/// The digest pins it, so no tag is kept.
 fn base_op(plan: &BuildPlan, platform: &pb::Platform) -> Result<pb::Op, Error> {
     let BaseSource::Registry(image) = &plan.base.source else {
         return Err(Error::LayoutBase {
@@ -311,7 +314,7 @@ fn base_op(plan: &BuildPlan, platform: &pb::Platform) -> Result<pb::Op, Error> {
     })
 }
 
-/// The platform of the base image, from its config.
+/// Reads the platform of the base image from its config.
 fn base_platform(plan: &BuildPlan) -> Result<pb::Platform, Error> {
     let invalid = |reason: String| Error::BaseConfig {
         reference: plan.base.reference.clone(),
@@ -349,7 +352,8 @@ fn base_platform(plan: &BuildPlan) -> Result<pb::Platform, Error> {
     })
 }
 
-/// One Feature's install script on `root`, with its folder from `files` mounted read-only.
+/// Returns the exec op that runs one Feature's install script on `root`, with its folder from
+/// `files` mounted read-only.
 fn exec_op(
     plan: &BuildPlan,
     step: &Step,
@@ -437,7 +441,7 @@ impl Folder {
     }
 }
 
-/// Reads the folder of `step`, refusing one over [`MAX_FEATURE_BYTES`].
+/// Reads the folder of `step`, rejecting one over [`MAX_FEATURE_BYTES`].
 fn read_folder(step: &Step) -> Result<Folder, Error> {
     let mut relative = Vec::new();
     collect(step, Path::new(""), &mut relative)?;
@@ -518,7 +522,8 @@ fn collect(step: &Step, relative: &Path, out: &mut Vec<PathBuf>) -> Result<(), E
     Ok(())
 }
 
-/// The size of every regular file under `dir`, for the message of a folder over the limit.
+/// Sums the sizes of the regular files under `dir`, for the message about a folder over the
+/// limit.
 fn folder_size(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -533,9 +538,9 @@ fn folder_size(dir: &Path) -> u64 {
         .sum()
 }
 
-/// A file op from scratch that makes `folder`: one action per entry, each on the result of
-/// the one before. Folders are `0755`, files `0755` or `0644` by their executable bit, and
-/// every time is `timestamp` (nanoseconds since the Unix epoch).
+/// Returns a file op from scratch that makes `folder`, with one action per entry, each on the
+/// result of the one before. Folders are `0755`, files `0755` or `0644` by their executable
+/// bit, and every time is `timestamp` (nanoseconds since the Unix epoch).
 fn file_op(folder: &Folder, timestamp: i64, platform: &pb::Platform) -> pb::Op {
     use pb::file_action::Action;
 
@@ -596,8 +601,8 @@ fn file_op(folder: &Folder, timestamp: i64, platform: &pb::Platform) -> pb::Op {
     }
 }
 
-/// A readable summary of `definition` for `envc plan --llb`: one line per op with its short
-/// digest, its kind and what it does.
+/// Summarizes `definition` for `envc plan --llb`: one line per op with its short digest, its
+/// kind and what it does.
 pub fn describe(definition: &pb::Definition) -> String {
     use prost::Message as _;
 
@@ -696,7 +701,8 @@ fn describe_action(action: &pb::FileAction) -> String {
     }
 }
 
-/// An argument as a shell would need it; a script of several lines is shown by its size.
+/// Quotes an argument as a shell would need it, and shows a script of several lines by its
+/// line count.
 fn quote(arg: &str) -> String {
     if arg.contains('\n') {
         return format!("<{}-line script>", arg.lines().count());
@@ -712,7 +718,7 @@ fn quote(arg: &str) -> String {
     }
 }
 
-/// The first 12 hex digits of a digest.
+/// Returns the first 12 hex digits of a digest.
 fn short(digest: &str) -> &str {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
     &hex[..hex.len().min(12)]
@@ -740,7 +746,7 @@ mod tests {
         }
     }
 
-    /// The plan of the anchor project on a made-up base, with no registry.
+    /// Plans the anchor project on a made-up base, with no registry.
     async fn anchor_plan(network: Network) -> BuildPlan {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/anchor-project");
         let file = root.join(".devcontainer/devcontainer.json");
@@ -778,14 +784,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_anchor_project_lowers_to_a_readable_chain() {
+    async fn anchor_describe_snapshot() {
         let plan = anchor_plan(Network::None).await;
         let lowered = lower(&plan).unwrap();
         insta::assert_snapshot!(describe(&lowered.definition));
     }
 
     #[tokio::test]
-    async fn the_same_plan_gives_the_same_bytes() {
+    async fn lower_same_plan_same_bytes() {
         let plan = anchor_plan(Network::None).await;
         let first = lower(&plan).unwrap().definition.encode_to_vec();
         for _ in 0..10 {
@@ -794,7 +800,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn each_feature_is_one_exec_on_the_previous_root() {
+    async fn lower_one_exec_per_feature() {
         let plan = anchor_plan(Network::None).await;
         let lowered = lower(&plan).unwrap();
         let ops = ops(&lowered.definition);
@@ -836,7 +842,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_host_network_is_asked_for_when_the_plan_wants_it() {
+    async fn lower_host_network_entitlement() {
         let plan = anchor_plan(Network::Host).await;
         let lowered = lower(&plan).unwrap();
         assert!(lowered.host_network);
@@ -849,7 +855,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn no_cache_marks_the_execs_only() {
+    async fn ignore_cache_marks_execs_only() {
         let plan = anchor_plan(Network::None).await;
         let mut lowered = lower(&plan).unwrap();
         ignore_cache(&mut lowered);
@@ -861,7 +867,7 @@ mod tests {
     }
 
     #[test]
-    fn a_layout_base_is_refused_by_name() {
+    fn lower_rejects_layout_base() {
         let mut plan = bare_plan();
         plan.base.source = BaseSource::Layout {
             dir: "/images/base".into(),
@@ -873,7 +879,7 @@ mod tests {
     }
 
     #[test]
-    fn a_folder_becomes_sorted_actions_with_fixed_modes() {
+    fn file_op_sorted_fixed_modes() {
         use std::os::unix::fs::PermissionsExt;
 
         let dir = tempfile::tempdir().unwrap();
@@ -926,7 +932,7 @@ mod tests {
     }
 
     #[test]
-    fn a_folder_over_the_limit_is_refused_with_its_size() {
+    fn folder_over_limit_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let file = std::fs::File::create(dir.path().join("big.bin")).unwrap();
         file.set_len(MAX_FEATURE_BYTES + 1).unwrap();
@@ -944,7 +950,7 @@ mod tests {
     }
 
     #[test]
-    fn a_fifo_in_a_folder_is_refused() {
+    fn folder_fifo_rejected() {
         let dir = tempfile::tempdir().unwrap();
         nix::unistd::mkfifo(&dir.path().join("pipe"), nix::sys::stat::Mode::S_IRWXU).unwrap();
         let mut plan = bare_plan();
@@ -955,7 +961,7 @@ mod tests {
     }
 
     #[test]
-    fn the_base_is_pinned_by_digest_with_its_platform() {
+    fn base_pinned_by_digest() {
         let lowered = lower(&bare_plan()).unwrap();
         let ops = ops(&lowered.definition);
         let Some(pb::op::Op::Source(source)) = &ops[0].op else {
@@ -975,7 +981,7 @@ mod tests {
     }
 
     #[test]
-    fn quoting_keeps_plain_arguments_and_shortens_scripts() {
+    fn quote_plain_and_scripts() {
         assert_eq!(quote("/bin/sh"), "/bin/sh");
         assert_eq!(quote("a b"), "'a b'");
         assert_eq!(quote("it's"), r"'it'\''s'");
@@ -1012,7 +1018,7 @@ mod tests {
     }
 
     #[test]
-    fn the_run_script_reads_homes_like_the_local_engine() {
+    fn run_script_homes_from_passwd() {
         let passwd = "root:x:0:0:root:/var/root:/bin/sh\nshort:x:5\n\
                       dev:x:1001:1001::/home/dev:/bin/bash\r\nlast:x:7:7::/home/last";
         assert_eq!(
@@ -1035,7 +1041,7 @@ mod tests {
     }
 
     #[test]
-    fn the_run_script_ignores_a_linked_passwd() {
+    fn run_script_ignores_linked_passwd() {
         let root = tempfile::tempdir().unwrap();
         let outside = root.path().join("outside");
         std::fs::write(&outside, "dev:x:1:1::/secret:/bin/sh\n").unwrap();

@@ -1,10 +1,10 @@
 //! The BuildKit engine: the plan lowered to LLB ([`llb`]) and solved by a BuildKit daemon,
 //! either buildkitd or the one inside a Docker daemon, through its Control API.
 //!
-//! One solve builds every Feature and exports the image twice at most: the `oci` exporter
+//! One solve builds every Feature and exports the image at most twice. The `oci` exporter
 //! sends the image as an OCI layout tar through the session, and envc imports it into its
-//! store, so tagging, `--output`, signing and the SBOM work as with the local engine; with
-//! `--push`, the image exporter pushes the same image from BuildKit straight to the registry.
+//! store, so tagging, `--output`, signing and the SBOM work as with the local engine. With
+//! `--push`, the `image` exporter pushes the same image from BuildKit straight to the registry.
 //! Both get the image config the local engine would write, the plan's compression,
 //! `source-date-epoch` and `rewrite-timestamp=true`, so a rebuild gives the same digest.
 //! Registry caches are passed to BuildKit's `registry` cache backend.
@@ -106,8 +106,8 @@ impl Error {
             Error::Connect(e) => e.hint(),
             Error::Unsupported { hint, .. } => Some(hint.clone()),
             Error::PushMismatch { .. } => Some(
-                "the registry holds a different image than envc's store; push from the store \
-                 with `envc push`, or build again without `--push` and compare"
+                "the registry contains a different image than envc's store; push from the \
+                 store with `envc push`, or build again without `--push` and compare"
                     .into(),
             ),
             Error::Registry(e) => e.hint(),
@@ -116,7 +116,7 @@ impl Error {
     }
 }
 
-/// Where a build sends its image and cache, and how it reaches BuildKit.
+/// The settings of a BuildKit build: the daemon, and the destinations of image and cache.
 #[derive(Clone)]
 pub struct BuildKitOptions {
     pub address: Address,
@@ -141,7 +141,7 @@ pub struct CacheExport {
     pub max: bool,
 }
 
-/// What a BuildKit build gave.
+/// The result of a BuildKit build.
 #[derive(Debug, Clone)]
 pub struct BuildKitOutput {
     /// The image, imported into the store.
@@ -166,7 +166,7 @@ impl BuildKitEngine {
     ///
     /// # Errors
     ///
-    /// [`Error::Client`] when no BuildKit answers at the address, [`Error::Unsupported`]
+    /// [`Error::Client`] when no BuildKit responds at the address, [`Error::Unsupported`]
     /// naming what the daemon lacks and how to get it.
     pub async fn connect(options: BuildKitOptions) -> Result<BuildKitEngine, Error> {
         let client = Client::connect(&options.address, options.tls.as_ref()).await?;
@@ -180,7 +180,7 @@ impl BuildKitEngine {
         })
     }
 
-    /// The daemon's facts, as found when connecting.
+    /// Returns the daemon's facts, as found when connecting.
     pub fn daemon(&self) -> &DaemonInfo {
         &self.daemon
     }
@@ -288,7 +288,7 @@ impl BuildKitEngine {
         }
     }
 
-    /// The `--cache-from` references that exist; each missing or unreachable one is a
+    /// Returns the `--cache-from` references that exist. Each missing or unreachable one is a
     /// warning, so a first build with a new cache still runs.
     async fn existing_caches(&self, reporter: &dyn Reporter) -> Vec<String> {
         let mut found = Vec::new();
@@ -310,8 +310,8 @@ impl BuildKitEngine {
         found
     }
 
-    /// Logins from the Docker config for the registries BuildKit pushes to or reads caches
-    /// from, for the session's auth service.
+    /// Collects the logins of the Docker config for the registries BuildKit pushes to or reads
+    /// caches from, for the session's auth service.
     fn credentials(&self) -> BTreeMap<String, (String, String)> {
         let references = self
             .options
@@ -383,7 +383,7 @@ impl BuildKitEngine {
                 attrs.insert("registry.insecure".into(), "true".into());
             }
             // The image is only pushed. Docker's own `moby` exporter always unpacks the image
-            // into the daemon's store, which BuildKit refuses with `rewrite-timestamp`; the
+            // into the daemon's store, which BuildKit rejects with `rewrite-timestamp`. The
             // plain `image` exporter, which Docker offers with the containerd snapshotter,
             // pushes without keeping anything.
             attrs.insert("store".into(), "false".into());
@@ -474,7 +474,7 @@ impl BuildKitEngine {
         }
     }
 
-    /// The error for a failed solve: the Feature whose script failed, when one did.
+    /// Turns a failed solve into an error naming the Feature whose script failed, when one did.
     fn failure(
         &self,
         plan: &BuildPlan,
@@ -545,8 +545,8 @@ impl BuildKitEngine {
     }
 }
 
-/// Checks that `daemon` can build and export envc's images: in a Docker daemon, the
-/// containerd snapshotter; a BuildKit of at least v0.13 when its version is known.
+/// Checks that `daemon` can build and export envc's images. A Docker daemon needs the
+/// containerd snapshotter, and BuildKit must be v0.13 or newer when its version is known.
 fn check_daemon(daemon: &DaemonInfo, address: &Address) -> Result<(), Error> {
     let unsupported = |what: String, hint: &str| Error::Unsupported {
         address: address.to_string(),
@@ -582,8 +582,8 @@ fn check_daemon(daemon: &DaemonInfo, address: &Address) -> Result<(), Error> {
     }
 }
 
-/// The error for a symbolic link in a Feature folder that the daemon cannot create; `daemon`
-/// describes the daemon, such as `runs BuildKit 0.13.2, which`.
+/// Returns the error for a symbolic link in a Feature folder that the daemon cannot create.
+/// `daemon` describes the daemon, such as `runs BuildKit 0.13.2, which`.
 fn symlink_error(address: &Address, daemon: &str, feature: &str, path: &str) -> Error {
     Error::Unsupported {
         address: address.to_string(),
@@ -658,7 +658,7 @@ mod tests {
     }
 
     #[test]
-    fn docker_without_containerd_is_rejected_with_the_fix() {
+    fn daemon_docker_classic_store_rejected() {
         let err = check_daemon(&daemon(true, false, "v0.13.2"), &address()).unwrap_err();
         assert!(err.to_string().contains("classic store"), "{err}");
         assert!(err.to_string().contains("/run/test/docker.sock"), "{err}");
@@ -666,21 +666,21 @@ mod tests {
     }
 
     #[test]
-    fn an_old_buildkit_is_rejected_by_version() {
+    fn daemon_old_version_rejected() {
         let err = check_daemon(&daemon(false, false, "v0.12.5"), &address()).unwrap_err();
         assert!(err.to_string().contains("0.12.5"), "{err}");
         assert!(err.hint().unwrap().contains("v0.13"));
     }
 
     #[test]
-    fn usable_daemons_pass() {
+    fn daemon_usable_ones_pass() {
         check_daemon(&daemon(true, true, "v0.0.0+unknown"), &address()).unwrap();
         check_daemon(&daemon(false, false, "v0.13.0"), &address()).unwrap();
         check_daemon(&daemon(false, true, "v0.21.1"), &address()).unwrap();
     }
 
     #[test]
-    fn a_symlink_error_names_the_feature_and_the_fix() {
+    fn symlink_error_names_feature() {
         let err = symlink_error(
             &address(),
             "runs BuildKit 0.13.2, which",

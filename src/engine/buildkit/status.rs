@@ -1,10 +1,10 @@
 //! BuildKit's status stream as envc's progress events.
 //!
-//! BuildKit reports vertexes by op digest. The exec op of each Feature is known from the
-//! lowering, so its vertex becomes that step's events: [`Event::StepCached`] when BuildKit
-//! took it from a cache, else [`Event::StepStarted`] and [`Event::StepDone`] with BuildKit's
-//! own times, and one [`Event::StepLog`] per line the script printed. Other vertexes (the
-//! base image, the Feature files, the export) are left to the log at debug level.
+//! BuildKit reports vertexes by op digest, and the lowering gives the exec op of each
+//! Feature, so that vertex becomes the step's events. A vertex from a cache becomes
+//! [`Event::StepCached`]; one that runs becomes [`Event::StepStarted`] and [`Event::StepDone`]
+//! with BuildKit's own times, and one [`Event::StepLog`] per line the script printed. Other
+//! vertexes (the base image, the Feature files, the export) go to the log at debug level.
 //!
 //! Not handled here: the layer sizes, which are only known once the image is exported.
 
@@ -19,7 +19,7 @@ use crate::progress::{Event, Reporter};
 /// How many lines of a script's output a failure shows.
 pub const TAIL_LINES: usize = 20;
 
-/// What the status stream told about each step so far.
+/// The state of each step as the status stream has reported it so far.
 pub struct StepProgress<'a> {
     reporter: &'a dyn Reporter,
     features: Vec<String>,
@@ -41,7 +41,7 @@ struct StepState {
     error: Option<String>,
 }
 
-/// The outcome of one step as the status stream told it.
+/// The outcome of one step as the status stream reported it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepOutcome {
     pub cached: bool,
@@ -109,7 +109,7 @@ impl<'a> StepProgress<'a> {
         }
     }
 
-    /// Reports a step as cached or started the first time its vertex says so.
+    /// Reports a step as cached or started the first time its vertex shows it.
     fn start(&mut self, index: usize, vertex: &control::Vertex) {
         let (total, feature) = (self.features.len(), self.features[index].clone());
         let state = &mut self.steps[index];
@@ -196,7 +196,7 @@ impl<'a> StepProgress<'a> {
         self.reporter.report(Event::StepLog { index, line });
     }
 
-    /// The first step whose exec failed, with its output's tail.
+    /// Returns the first step whose exec failed, with its output's tail.
     pub fn failure(&mut self) -> Option<StepFailure> {
         let index = self.steps.iter().position(|s| s.error.is_some())?;
         self.flush(index);
@@ -210,8 +210,8 @@ impl<'a> StepProgress<'a> {
         })
     }
 
-    /// The outcome of every step, index for index; a step the stream never finished counts as
-    /// built, with no time.
+    /// Returns the outcome of every step, index for index. A step the stream never finished
+    /// counts as built, with no time.
     pub fn outcomes(&self) -> Vec<StepOutcome> {
         self.steps
             .iter()
@@ -223,7 +223,7 @@ impl<'a> StepProgress<'a> {
     }
 }
 
-/// The exit code in BuildKit's message for a failed process: `... exit code: 3`.
+/// Reads the exit code from BuildKit's message for a failed process: `... exit code: 3`.
 pub fn exit_code(message: &str) -> Option<i32> {
     let (_, rest) = message.rsplit_once("exit code: ")?;
     let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
@@ -279,7 +279,7 @@ mod tests {
     }
 
     #[test]
-    fn a_run_step_starts_logs_and_finishes_with_buildkit_times() {
+    fn run_step_start_logs_done() {
         let recorder = Recorder::default();
         let mut progress = tracker(&recorder);
         progress.update(&control::StatusResponse {
@@ -332,7 +332,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cached_step_is_reported_once_as_cached() {
+    fn cached_step_reported_once() {
         let recorder = Recorder::default();
         let mut progress = tracker(&recorder);
         let mut cached = vertex("sha256:a", time(5, 0), None);
@@ -359,7 +359,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_step_keeps_its_exit_code_and_last_lines() {
+    fn failed_step_keeps_code_and_tail() {
         let recorder = Recorder::default();
         let mut progress = tracker(&recorder);
         progress.update(&control::StatusResponse {
@@ -389,7 +389,7 @@ mod tests {
     }
 
     #[test]
-    fn exit_codes_are_read_from_messages() {
+    fn exit_code_from_message() {
         assert_eq!(
             exit_code("did not complete successfully: exit code: 127"),
             Some(127)
