@@ -21,6 +21,14 @@ registry:
 registry-stop:
     scripts/registry.sh stop
 
+# Start Docker 26's BuildKit (unpacked from Debian trixie) on its own socket, for --engine buildkit.
+buildkit:
+    scripts/buildkit.sh start
+
+# Stop the BuildKit daemon `just buildkit` started.
+buildkit-stop:
+    scripts/buildkit.sh stop
+
 # Build the example project with the embedded engine and push it to the loopback registry.
 demo: registry
     cargo run --release --quiet -- build examples/hello --tag hello:latest \
@@ -31,8 +39,8 @@ check:
     cargo fmt --all --check
     cargo clippy --all-targets --quiet -- -D warnings
 
-# Every test tier: unit, snapshot and integration tests against runc and the registry.
-test: check registry
+# Every test tier: unit, snapshot and integration tests against runc, the registry and BuildKit.
+test: check registry buildkit
     cargo test --all-targets --no-fail-fast
 
 # Only the fast tests that need no root, runc or registry.

@@ -83,6 +83,10 @@ pub async fn make_plan(
 ) -> Result<Planned> {
     let file = config::find_config(&options.workspace, options.config.as_deref())?;
     let config = config::load(&file, &|name| std::env::var(name).ok())?;
+    // Before any Feature is fetched, so a config this build cannot use costs nothing.
+    if let config::Source::Dockerfile(dockerfile) = &config.source {
+        return Err(needs_buildkit(dockerfile).into());
+    }
 
     let feature_cache = store.root().join("features");
     let resolution = resolve_locked(&config, registry, &feature_cache, options.lockfile).await?;
@@ -93,7 +97,10 @@ pub async fn make_plan(
     let order = ordered.placements;
     let warnings = ordered.warnings;
 
-    let base = plan::resolve_base(&config.image, registry).await?;
+    let base = match &config.source {
+        config::Source::Image(image) => plan::resolve_base(image, registry).await?,
+        config::Source::Dockerfile(dockerfile) => return Err(needs_buildkit(dockerfile).into()),
+    };
     let settings = Settings {
         compression: options.compression,
         source_date_epoch: options
@@ -115,6 +122,19 @@ pub async fn make_plan(
         labels,
         warnings,
     })
+}
+
+/// The error for a Dockerfile source given to the local engine, at the `build` key.
+fn needs_buildkit(dockerfile: &config::DockerfileSource) -> plan::Error {
+    plan::Error::Invalid {
+        message: format!(
+            "{}: `{}`: Dockerfile sources are not supported by the local engine, found `{}`",
+            dockerfile.location, dockerfile.key, dockerfile.snippet
+        ),
+        hint: Some(
+            "build it with `--engine buildkit`, or use `image` with a prebuilt base image".into(),
+        ),
+    }
 }
 
 /// Resolves the config's Features pinned by its lockfile, then writes or checks the lockfile

@@ -11,7 +11,7 @@ use tokio::io::AsyncReadExt as _;
 
 use envc::engine::buildkit::client::{Client, Error};
 use envc::engine::buildkit::connect::{self, Address, BoxedIo};
-use envc::engine::buildkit::proto::control::{SolveRequest, StatusResponse};
+use envc::engine::buildkit::proto::control::{PruneRequest, SolveRequest, StatusResponse};
 use envc::engine::buildkit::proto::pb::{self, op, ExecOp, Input, Meta, Mount, NetMode, Op};
 
 const DEFAULT_ADDRESS: &str = "docker:///var/lib/envc-ci/buildkit/docker.sock";
@@ -223,6 +223,32 @@ async fn failing_exec_keeps_message() {
         .filter(|log| log.vertex == exec_digest)
         .any(|log| String::from_utf8_lossy(&log.msg).contains("failing"));
     assert!(logged, "the script's stderr is not in the status logs");
+}
+
+/// Lists the cache and prunes nothing: the daemon is shared, so its cache is left alone.
+#[tokio::test]
+async fn disk_usage_and_filtered_prune() {
+    let Some(client) = daemon("disk_usage_and_filtered_prune").await else {
+        return;
+    };
+    let (definition, _) = exec_graph("echo cached > /y", "disk-usage");
+    let (solved, _) = solve_with_status(&client, definition).await;
+    solved.expect("the solve succeeds");
+
+    let records = client.disk_usage().await.expect("DiskUsage");
+    assert!(!records.is_empty(), "no cache records after a solve");
+    assert!(
+        records.iter().all(|record| !record.id.is_empty()),
+        "{records:?}"
+    );
+
+    let request = PruneRequest {
+        filter: vec![format!("id=={}", unique("no-such-record"))],
+        all: true,
+        ..PruneRequest::default()
+    };
+    let freed = client.prune(request).await.expect("Prune");
+    assert_eq!(freed, 0);
 }
 
 #[tokio::test]

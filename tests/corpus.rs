@@ -140,7 +140,7 @@ fn every_corpus_config_plans_or_fails_clearly() {
                 &client,
                 &address,
                 &repository,
-                &["1", "2", "latest"],
+                &["1", "2", "3", "latest"],
                 &metadata,
             ));
         }

@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 
 use super::jsonc::{Document, Kind, Member, Object, Span, Value};
 use super::variables::{self, MissingName};
-use super::{metadata, Config, Error, FeatureEntry, FeatureOptions, ImageSource, OptionValue};
+use super::{
+    metadata, Config, DockerfileSource, Error, FeatureEntry, FeatureOptions, ImageSource,
+    OptionValue, Source,
+};
 
 const FOLDER: &str = ".devcontainer";
 const FILE: &str = "devcontainer.json";
@@ -108,6 +111,7 @@ pub fn load(file: &Path, local_env: &dyn Fn(&str) -> Option<String>) -> Result<C
     let workspace = workspace_of(&absolute);
     let reader = Reader {
         doc: &doc,
+        config_dir: &config_dir,
         context: variables::Context {
             local_workspace_folder: &workspace,
             local_env,
@@ -116,7 +120,7 @@ pub fn load(file: &Path, local_env: &dyn Fn(&str) -> Option<String>) -> Result<C
 
     Ok(Config {
         file: file.to_path_buf(),
-        image: reader.image(object, root.span)?,
+        source: reader.source(object, root.span)?,
         features: reader.features(object)?,
         override_install_order: reader.override_install_order(object)?,
         container_env: reader.container_env(object)?,
@@ -147,28 +151,152 @@ fn workspace_of(file: &Path) -> PathBuf {
 /// Reads properties out of the top-level object, with errors pointing into `doc`.
 struct Reader<'a> {
     doc: &'a Document,
+    /// The folder of the file, which relative Dockerfile and context paths start from.
+    config_dir: &'a Path,
     context: variables::Context<'a>,
 }
 
 impl Reader<'_> {
-    fn image(&self, root: &Object, root_span: Span) -> Result<ImageSource, Error> {
+    fn source(&self, root: &Object, root_span: Span) -> Result<Source, Error> {
         if let Some(compose) = set(root, "dockerComposeFile") {
             return Err(self.unsupported(compose, "Docker Compose"));
         }
-        if let Some(dockerfile) = set(root, "dockerFile") {
-            return Err(self.unsupported(dockerfile, "Dockerfile"));
+        let build = set(root, "build");
+        let build_object = match build {
+            Some(member) => Some(member.value.as_object().ok_or_else(|| {
+                self.wrong_type(
+                    "`build`",
+                    &member.value,
+                    "an object",
+                    "write `\"build\": { \"dockerfile\": \"Dockerfile\" }`",
+                )
+            })?),
+            None => None,
+        };
+        if let Some(legacy) = set(root, "dockerFile") {
+            let dockerfile = (legacy, "`dockerFile`");
+            let context = set(root, "context").map(|c| (c, "`context`"));
+            return self.dockerfile(legacy, dockerfile, context, build_object);
         }
-        if let Some(build) = set(root, "build") {
-            // `build` without a `dockerfile` only carries settings; next to `image` it is unused.
-            let names_dockerfile = build
-                .value
-                .as_object()
-                .is_some_and(|b| b.contains_key("dockerfile"));
-            if names_dockerfile || set(root, "image").is_none() {
-                return Err(self.unsupported(build, "Dockerfile"));
+        if let (Some(member), Some(object)) = (build, build_object) {
+            match set(object, "dockerfile") {
+                Some(dockerfile) => {
+                    let dockerfile = (dockerfile, "`build.dockerfile`");
+                    let context = set(object, "context").map(|c| (c, "`build.context`"));
+                    return self.dockerfile(member, dockerfile, context, Some(object));
+                }
+                // `build` without a `dockerfile` only carries settings; next to `image` it is
+                // unused.
+                None if set(root, "image").is_none() => {
+                    return Err(self.error(
+                        member.key_span,
+                        format!(
+                            "`build` names no `dockerfile`, found `{}`",
+                            self.doc.snippet(member.value.span)
+                        ),
+                        "add `\"dockerfile\": \"Dockerfile\"` to `build`, or name a prebuilt \
+                         base with `image`",
+                    ));
+                }
+                None => {}
             }
         }
+        self.image(root, root_span).map(Source::Image)
+    }
 
+    /// Reads a Dockerfile source: `key` is the `build` or `dockerFile` member, `dockerfile` and
+    /// `context` the members naming the file and the folder with their names for messages,
+    /// `build` the `build` object with the other settings. Whether the paths exist is checked
+    /// when the Dockerfile is built.
+    fn dockerfile(
+        &self,
+        key: &Member,
+        (dockerfile, subject): (&Member, &str),
+        context: Option<(&Member, &str)>,
+        build: Option<&Object>,
+    ) -> Result<Source, Error> {
+        let path = self.string(dockerfile, subject, "\"dockerfile\": \"Dockerfile\"")?;
+        let context_dir = match context {
+            Some((context, name)) => {
+                self.config_dir
+                    .join(self.string(context, name, "\"context\": \"..\"")?)
+            }
+            None => self.config_dir.to_path_buf(),
+        };
+
+        let mut source = DockerfileSource {
+            dockerfile: self.config_dir.join(path),
+            context: context_dir,
+            args: Vec::new(),
+            target: None,
+            cache_from: Vec::new(),
+            options: Vec::new(),
+            location: self.doc.location(key.key_span.start),
+            key: key.key.clone(),
+            snippet: self.doc.snippet(key.value.span),
+        };
+        let Some(build) = build else {
+            return Ok(Source::Dockerfile(source));
+        };
+        if let Some(args) = set(build, "args") {
+            let Some(args) = args.value.as_object() else {
+                return Err(self.wrong_type(
+                    "`build.args`",
+                    &args.value,
+                    "an object",
+                    "write `\"args\": { \"NAME\": \"value\" }`",
+                ));
+            };
+            for arg in args {
+                let name = &arg.key;
+                let example = format!("\"{name}\": \"value\"");
+                let value = self.string(arg, &format!("`build.args.{name}`"), &example)?;
+                source.args.push((name.clone(), value));
+            }
+        }
+        if let Some(target) = set(build, "target") {
+            source.target = Some(self.string(target, "`build.target`", "\"target\": \"dev\"")?);
+        }
+        if let Some(cache_from) = set(build, "cacheFrom") {
+            source.cache_from = self.strings(cache_from, "build.cacheFrom", true)?;
+        }
+        if let Some(options) = set(build, "options") {
+            source.options = self.strings(options, "build.options", false)?;
+        }
+        Ok(Source::Dockerfile(source))
+    }
+
+    /// Reads the array of strings at property `name`, or a single string when `single` allows it.
+    fn strings(&self, member: &Member, name: &str, single: bool) -> Result<Vec<String>, Error> {
+        if single {
+            if let Some(text) = member.value.as_str() {
+                return Ok(vec![self.substitute(text, member.value.span)?]);
+            }
+        }
+        let expected = match single {
+            true => "a string or an array of strings",
+            false => "an array of strings",
+        };
+        let Some(items) = member.value.as_array() else {
+            let subject = format!("`{name}`");
+            return Err(self.wrong_type(&subject, &member.value, expected, "write `[\"...\"]`"));
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item.as_str() {
+                Some(text) => self.substitute(text, item.span),
+                None => Err(self.wrong_type(
+                    &format!("`{name}[{i}]`"),
+                    item,
+                    "a string",
+                    "write it in quotes",
+                )),
+            })
+            .collect()
+    }
+
+    fn image(&self, root: &Object, root_span: Span) -> Result<ImageSource, Error> {
         let Some(image) = set(root, "image") else {
             return Err(self.error(
                 root_span,
@@ -362,12 +490,12 @@ impl Reader<'_> {
         self.error(
             member.key_span,
             format!(
-                "`{}`: {kind} sources are not supported by the local engine, found `{}`",
+                "`{}`: {kind} sources are not supported by envc, found `{}`",
                 member.key,
                 self.doc.snippet(member.value.span)
             ),
-            "use `image` with a prebuilt base image; the BuildKit engine will build from \
-             Dockerfiles and Compose files",
+            "use `image` with a prebuilt base image, or `build.dockerfile` with \
+             `--engine buildkit`; envc does not build Compose services",
         )
     }
 
@@ -409,6 +537,14 @@ mod tests {
     use std::fs;
 
     use super::*;
+
+    /// The image source of `config`, which the test expects to be an image config.
+    fn image_of(config: &Config) -> &ImageSource {
+        match &config.source {
+            Source::Image(image) => image,
+            Source::Dockerfile(dockerfile) => panic!("expected `image`, found {dockerfile:?}"),
+        }
+    }
 
     fn env(name: &str) -> Option<String> {
         match name {
@@ -543,9 +679,12 @@ mod tests {
         let config = result.unwrap();
         let file = dir.path().join(".devcontainer/devcontainer.json");
 
-        assert_eq!(config.image.reference, "127.0.0.1:5000/debian:bookworm");
         assert_eq!(
-            config.image.location.to_string(),
+            image_of(&config).reference,
+            "127.0.0.1:5000/debian:bookworm"
+        );
+        assert_eq!(
+            image_of(&config).location.to_string(),
             format!("{}:5:14", file.display())
         );
 
@@ -647,9 +786,56 @@ mod tests {
     }
 
     #[test]
+    fn dockerfile_sources_resolve_paths_and_read_settings() {
+        let (dir, result) = load_text(
+            r#"{
+              "image": "ignored",
+              "build": {
+                "dockerfile": "../docker/Dockerfile",
+                "context": "..",
+                "args": {"B": "2", "A": "${localEnv:USER_NAME}"},
+                "target": "dev",
+                "cacheFrom": "127.0.0.1:5000/cache",
+                "options": ["--add-host=db:127.0.0.1"]
+              }
+            }"#,
+        );
+        let config = result.unwrap();
+        let Source::Dockerfile(source) = &config.source else {
+            panic!("expected a Dockerfile source, got {:?}", config.source);
+        };
+        let folder = dir.path().join(".devcontainer");
+        assert_eq!(source.dockerfile, folder.join("../docker/Dockerfile"));
+        assert_eq!(source.context, folder.join(".."));
+        let args: Vec<(&str, &str)> = source
+            .args
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(args, [("B", "2"), ("A", "alice")]);
+        assert_eq!(source.target.as_deref(), Some("dev"));
+        assert_eq!(source.cache_from, ["127.0.0.1:5000/cache"]);
+        assert_eq!(source.options, ["--add-host=db:127.0.0.1"]);
+        assert_eq!((source.location.line, source.location.column), (3, 15));
+        assert_eq!(source.key, "build");
+    }
+
+    #[test]
+    fn legacy_dockerfile_and_context_default_to_the_config_folder() {
+        let (dir, result) = load_text(r#"{"dockerFile": "Dockerfile"}"#);
+        let Source::Dockerfile(source) = result.unwrap().source else {
+            panic!("expected a Dockerfile source");
+        };
+        let folder = dir.path().join(".devcontainer");
+        assert_eq!(source.dockerfile, folder.join("Dockerfile"));
+        assert_eq!(source.context, folder);
+        assert_eq!(source.key, "dockerFile");
+    }
+
+    #[test]
     fn build_settings_next_to_image_are_ignored() {
         let (_dir, result) = load_text(r#"{"image": "debian", "build": {"args": {"A": "1"}}}"#);
-        assert_eq!(result.unwrap().image.reference, "debian");
+        assert_eq!(image_of(&result.unwrap()).reference, "debian");
     }
 
     #[test]
@@ -661,14 +847,16 @@ mod tests {
             ("{\"image\": \"  \"}", "1:11: `image` is empty, found `\"  \"`", "name the base image"),
             ("{\"name\": \"x\"}", "1:1: no `image` property", "add `\"image\""),
             ("[1]", "1:1: the file must hold a JSON object, found an array `[1]`", "as an object"),
-            ("{\"image\": \"x\",\n \"build\": {\"dockerfile\": \"Dockerfile\"}}",
-             "2:2: `build`: Dockerfile sources are not supported by the local engine, found `{\"dockerfile\": \"Dockerfile\"}`",
-             "use `image`"),
-            ("{\"build\": {\"context\": \"..\"}}", "1:2: `build`: Dockerfile sources are not supported", "BuildKit engine"),
-            ("{\"dockerFile\": \"Dockerfile\"}", "1:2: `dockerFile`: Dockerfile sources are not supported by the local engine, found `\"Dockerfile\"`", "use `image`"),
+            ("{\"build\": {\"context\": \"..\"}}", "1:2: `build` names no `dockerfile`, found `{\"context\": \"..\"}`", "add `\"dockerfile\""),
+            ("{\"build\": 3}", "1:11: `build` must be an object, found a number `3`", "\"dockerfile\": \"Dockerfile\""),
+            ("{\"build\": {\"dockerfile\": 1}}", "1:26: `build.dockerfile` must be a string, found a number `1`", "\"dockerfile\": \"Dockerfile\""),
+            ("{\"build\": {\"dockerfile\": \"D\", \"args\": [\"A=1\"]}}", "1:39: `build.args` must be an object, found an array `[\"A=1\"]`", "\"NAME\": \"value\""),
+            ("{\"build\": {\"dockerfile\": \"D\", \"args\": {\"A\": 1}}}", "1:45: `build.args.A` must be a string, found a number `1`", "\"A\": \"value\""),
+            ("{\"build\": {\"dockerfile\": \"D\", \"options\": \"--pull\"}}", "1:42: `build.options` must be an array of strings, found a string `\"--pull\"`", "[\""),
+            ("{\"build\": {\"dockerfile\": \"D\", \"cacheFrom\": [2]}}", "1:45: `build.cacheFrom[0]` must be a string, found a number `2`", "in quotes"),
             ("{\"image\": \"x\", \"dockerComposeFile\": [\"a.yml\"], \"service\": \"app\"}",
-             "1:16: `dockerComposeFile`: Docker Compose sources are not supported by the local engine, found `[\"a.yml\"]`",
-             "BuildKit engine"),
+             "1:16: `dockerComposeFile`: Docker Compose sources are not supported by envc, found `[\"a.yml\"]`",
+             "`--engine buildkit`"),
             ("{\"image\": \"x\", \"features\": [\"git\"]}", "1:28: `features` must be an object, found an array `[\"git\"]`", "\"features\": {"),
             ("{\"image\": \"x\", \"features\": {\"./f\": true}}",
              "1:36: Feature `./f` must be an object of options or a version string, found a boolean `true`",
@@ -733,8 +921,8 @@ mod tests {
     fn duplicate_keys_use_the_last_value() {
         let (_dir, result) = load_text(r#"{"image": "a", "remoteUser": "x", "image": "b"}"#);
         let config = result.unwrap();
-        assert_eq!(config.image.reference, "b");
-        assert_eq!(config.image.location.column, 44);
+        assert_eq!(image_of(&config).reference, "b");
+        assert_eq!(image_of(&config).location.column, 44);
     }
 
     /// The anchor benchmark project of the acceptance build.
@@ -744,7 +932,10 @@ mod tests {
         let file = find_config(&root, None).unwrap();
         let config = load(&file, &env).unwrap();
         assert_eq!(config.workspace, root);
-        assert_eq!(config.image.reference, "127.0.0.1:5000/debian:bookworm");
+        assert_eq!(
+            image_of(&config).reference,
+            "127.0.0.1:5000/debian:bookworm"
+        );
         let refs: Vec<_> = config
             .features
             .iter()
@@ -780,12 +971,12 @@ mod tests {
             (
                 "devcontainers__cli",
                 None,
-                Err("`build`: Dockerfile sources are not supported"),
+                Ok("Dockerfile .devcontainer/Dockerfile"),
             ),
             (
                 "devcontainers__images/src/universal",
                 None,
-                Err("`build`: Dockerfile sources"),
+                Ok("Dockerfile .devcontainer/./Dockerfile"),
             ),
             (
                 "devcontainers__templates/src/docker-outside-of-docker-compose",
@@ -795,7 +986,7 @@ mod tests {
             (
                 "home-assistant__core",
                 None,
-                Err("`dockerFile`: Dockerfile sources are not supported"),
+                Ok("Dockerfile .devcontainer/../Dockerfile.dev"),
             ),
             (
                 "kubernetes__kubernetes",
@@ -820,7 +1011,7 @@ mod tests {
             (
                 "pytorch__pytorch",
                 None,
-                Err("`build`: Dockerfile sources are not supported"),
+                Ok("Dockerfile .devcontainer/cpu/../Dockerfile"),
             ),
             (
                 "rails__rails",
@@ -836,12 +1027,15 @@ mod tests {
             let file = find_config(&root, explicit.as_deref()).unwrap();
             covered.push(file.clone());
             match (load(&file, &env), expected) {
-                (Ok(config), Ok(image)) => {
-                    assert!(
-                        config.image.reference.starts_with(image),
-                        "{}",
-                        file.display()
-                    );
+                (Ok(config), Ok(expected)) => {
+                    let got = match &config.source {
+                        Source::Image(image) => image.reference.clone(),
+                        Source::Dockerfile(dockerfile) => format!(
+                            "Dockerfile {}",
+                            dockerfile.dockerfile.strip_prefix(&root).unwrap().display()
+                        ),
+                    };
+                    assert!(got.starts_with(expected), "{}: {got}", file.display());
                 }
                 (
                     Err(Error::Invalid {
@@ -853,7 +1047,7 @@ mod tests {
                 ) => {
                     assert_eq!(location.file, file);
                     assert!(message.starts_with(start), "{}: {message}", file.display());
-                    assert!(hint.unwrap().contains("BuildKit engine"));
+                    assert!(hint.unwrap().contains("--engine buildkit"));
                 }
                 (got, _) => panic!("{}: unexpected {got:?}", file.display()),
             }

@@ -13,7 +13,9 @@ pub mod variables;
 
 pub use error::Error;
 pub use load::{find_config, load};
-pub use model::{Config, FeatureEntry, FeatureOptions, ImageSource, OptionValue};
+pub use model::{
+    Config, DockerfileSource, FeatureEntry, FeatureOptions, ImageSource, OptionValue, Source,
+};
 
 use std::fmt;
 use std::path::PathBuf;

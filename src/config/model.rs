@@ -14,7 +14,8 @@ pub struct Config {
     pub config_dir: PathBuf,
     /// The workspace folder: the project root that contains `.devcontainer/`.
     pub workspace: PathBuf,
-    pub image: ImageSource,
+    /// Where the base image comes from: a reference, or a Dockerfile to build.
+    pub source: Source,
     /// Features in the order their keys appear in the file.
     pub features: Vec<FeatureEntry>,
     /// `overrideFeatureInstallOrder` entries, with where each was written.
@@ -31,11 +32,52 @@ pub struct Config {
 
 /// Where the base image comes from.
 #[derive(Debug, Clone)]
+pub enum Source {
+    /// `image`: a prebuilt image.
+    Image(ImageSource),
+    /// `build.dockerfile` (or the legacy `dockerFile`): a stage built from a Dockerfile.
+    Dockerfile(DockerfileSource),
+}
+
+impl Source {
+    /// Where the source was written: the `image` value, or the `build` or `dockerFile` key.
+    pub fn location(&self) -> &Location {
+        match self {
+            Source::Image(image) => &image.location,
+            Source::Dockerfile(dockerfile) => &dockerfile.location,
+        }
+    }
+}
+
+/// A prebuilt base image.
+#[derive(Debug, Clone)]
 pub struct ImageSource {
     /// The `image` value as written after substitution, such as `127.0.0.1:5000/debian:bookworm`
     /// or `oci:DIR[:TAG]`.
     pub reference: String,
     pub location: Location,
+}
+
+/// A base image built from a Dockerfile, with paths resolved against the config's folder.
+#[derive(Debug, Clone)]
+pub struct DockerfileSource {
+    /// The Dockerfile, absolute.
+    pub dockerfile: PathBuf,
+    /// The build context folder, absolute (`build.context`, `.` by default).
+    pub context: PathBuf,
+    /// `build.args`, substituted, in the order written.
+    pub args: Vec<(String, String)>,
+    /// `build.target`: the stage to build; the last stage when unset.
+    pub target: Option<String>,
+    /// `build.cacheFrom`: image references to import BuildKit cache from.
+    pub cache_from: Vec<String>,
+    /// `build.options`: `docker build` flags, as written.
+    pub options: Vec<String>,
+    /// Where the `build` (or `dockerFile`) key starts.
+    pub location: Location,
+    /// The key as written, `build` or `dockerFile`, and a short form of its value, for messages.
+    pub key: String,
+    pub snippet: String,
 }
 
 /// One entry of the `features` object.

@@ -610,7 +610,7 @@ fn compare_options(a: &OptionsKey, b: &OptionsKey) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, FeatureEntry, FeatureOptions, ImageSource};
+    use crate::config::{Config, FeatureEntry, FeatureOptions, ImageSource, Source};
     use crate::feature::metadata::parse_metadata;
     use crate::feature::{resolve_features, FetchedFeature, Origin, SoftDependency};
     use crate::registry::{RegistryClient, RegistryOptions};
@@ -686,10 +686,10 @@ mod tests {
                 file: file.clone(),
                 config_dir: self.root.join(".devcontainer"),
                 workspace: self.root.clone(),
-                image: ImageSource {
+                source: Source::Image(ImageSource {
                     reference: "debian".into(),
                     location: at(&file, 1),
-                },
+                }),
                 features: features.iter().enumerate().map(entry).collect(),
                 override_install_order: overrides
                     .iter()
@@ -1063,10 +1063,10 @@ mod tests {
             file: file.clone(),
             config_dir: root.join(".devcontainer"),
             workspace: root.clone(),
-            image: ImageSource {
+            source: Source::Image(ImageSource {
                 reference: "127.0.0.1:5000/debian:bookworm".into(),
                 location: at(&file, 5),
-            },
+            }),
             features: vec![
                 entry(
                     "./features/base-user",

@@ -314,6 +314,11 @@ impl Client {
             all: true,
             ..PruneRequest::default()
         };
+        self.prune(request).await
+    }
+
+    /// Removes the cache records `request` selects and returns the bytes freed.
+    pub async fn prune(&self, request: PruneRequest) -> Result<u64, Error> {
         let mut records = self
             .server_streaming::<_, UsageRecord>(PRUNE, request)
             .await

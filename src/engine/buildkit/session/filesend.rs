@@ -1,11 +1,13 @@
 //! Receiving an exporter's output over `FileSend/DiffCopy` into the session's output file.
 //!
 //! BuildKit's `oci`, `docker` and `tar` exporters open this stream, send their tar as
-//! `BytesMessage` chunks in order, close their side, and wait until the client ends the call:
-//! the call ends only after the file is complete and synced, so a finished solve means a
+//! `BytesMessage` chunks in order, close their side, and wait until the client ends the call.
+//! The call ends only after the file is complete and synced, so a finished solve means a
 //! finished file. The request metadata names the exporter (`buildkit-attachable-exporter-id`,
 //! its index in the solve's exporter list) and carries `exporter-md-*` values; with one output
-//! file per session, every exporter stream is written to it.
+//! file per session, every exporter stream is written to it. Docker 26 sends exporter ID `0`
+//! and `exporter-md-containerimage.digest`, `.config.digest` and `.descriptor` (base64 JSON),
+//! the same values its `SolveResponse` returns.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -25,13 +27,18 @@ pub(super) async fn receive(
     let Some(path) = spec.output.as_deref() else {
         return Err(Error::NoOutput.to_status());
     };
-    let exporter = request
-        .metadata()
+    let metadata = request.metadata();
+    let exporter = metadata
         .get("buildkit-attachable-exporter-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("0")
         .to_owned();
-    tracing::debug!(%exporter, path = %path.display(), "BuildKit sends exporter output");
+    let digest = metadata
+        .get("exporter-md-containerimage.digest")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    tracing::debug!(%exporter, %digest, path = %path.display(), "BuildKit sends exporter output");
 
     write_all(path, request.into_inner())
         .await

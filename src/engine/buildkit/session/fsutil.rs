@@ -3,10 +3,10 @@
 //!
 //! The sender lists the folder depth first, entries of each folder in byte order of their
 //! names, each folder before its contents, as one STAT packet per entry and an empty STAT at the
-//! end. Each STAT has an ID, its index in the listing; the receiver asks for the contents of
-//! regular files it lacks with REQ packets and gets DATA packets back, the last one empty. The
-//! receiver ends with FIN, and the sender answers FIN. Either side reports a failure with an
-//! ERR packet. This module owns the listing, the filters and the packet exchange; symlinks are
+//! end. Each STAT has an ID, its index in the listing. The receiver requests the contents of
+//! regular files it lacks with REQ packets and receives DATA packets, the last one empty. The
+//! receiver ends with FIN, and the sender replies with FIN. Either side reports a failure with
+//! an ERR packet. This module owns the listing, the filters and the packet exchange; symlinks are
 //! sent as links, never followed, except where `followpaths` names them.
 
 use std::collections::{BTreeSet, HashMap};
@@ -39,7 +39,7 @@ pub mod mode {
     pub const CHAR_DEVICE: u32 = 1 << 21;
     pub const STICKY: u32 = 1 << 20;
     pub const IRREGULAR: u32 = 1 << 19;
-    /// Every type bit: an entry with none of them is a regular file.
+    /// Every type bit. An entry with none of them is a regular file.
     pub const TYPE: u32 = DIR | SYMLINK | NAMED_PIPE | SOCKET | DEVICE | CHAR_DEVICE | IRREGULAR;
 }
 
@@ -50,9 +50,9 @@ const PARALLEL_READS: usize = 4;
 /// Packets queued towards BuildKit before the walk waits.
 const QUEUE: usize = 128;
 
-/// What BuildKit asked for, from the request metadata.
+/// The folder and filters of one DiffCopy call, read from its request metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Wanted {
+pub struct SyncRequest {
     /// The name of the shared folder (`dir-name`).
     pub dir_name: String,
     pub include_patterns: Vec<String>,
@@ -61,7 +61,7 @@ pub struct Wanted {
     pub follow_paths: Vec<String>,
 }
 
-impl Wanted {
+impl SyncRequest {
     /// Reads `dir-name`, `include-patterns`, `exclude-patterns` and `followpaths`; a key whose
     /// `<key>-encoded` companion is true holds URL query-escaped values.
     pub fn from_metadata(metadata: &MetadataMap) -> Self {
@@ -83,7 +83,7 @@ impl Wanted {
                 })
                 .collect()
         };
-        Wanted {
+        SyncRequest {
             dir_name: values("dir-name").into_iter().next().unwrap_or_default(),
             include_patterns: values("include-patterns"),
             exclude_patterns: values("exclude-patterns"),
@@ -131,16 +131,16 @@ impl Filter {
     ///
     /// [`Error::InvalidPattern`] for a pattern that does not parse; [`Error::Walk`] when a
     /// followed path cannot be read.
-    pub fn new(root: &Path, wanted: &Wanted) -> Result<Self, Error> {
-        let mut includes = wanted.include_patterns.clone();
-        if !wanted.follow_paths.is_empty() {
-            if let Some(targets) = follow_links(root, &wanted.follow_paths)? {
+    pub fn new(root: &Path, sync_request: &SyncRequest) -> Result<Self, Error> {
+        let mut includes = sync_request.include_patterns.clone();
+        if !sync_request.follow_paths.is_empty() {
+            if let Some(targets) = follow_links(root, &sync_request.follow_paths)? {
                 includes.extend(targets);
                 includes = dedupe_paths(includes).unwrap_or_default();
             }
         }
         let include = PatternSet::parse(&includes)?;
-        let exclude = PatternSet::parse(&wanted.exclude_patterns)?;
+        let exclude = PatternSet::parse(&sync_request.exclude_patterns)?;
         Ok(Filter {
             include: (!include.is_empty()).then_some(include),
             exclude: (!exclude.is_empty()).then_some(exclude),
@@ -477,7 +477,8 @@ impl Walker<'_> {
                 Err(source) => return Err(walk_error(child_abs, source)),
             };
             if meta.file_type().is_socket() {
-                // A socket has no contents to send; fsutil's receiver cannot recreate it.
+                // NOTE: fsutil sends a socket as an empty regular file. Sockets are left out
+                // here, because their contents cannot be read.
                 continue;
             }
             let stat = stat_for(&child_rel, &child_abs, &meta, &mut self.hardlinks)?;
@@ -580,7 +581,7 @@ type Outgoing = mpsc::Sender<Result<Packet, Status>>;
 /// The failure that ended the transfer; it was also sent to the receiver as an ERR packet.
 pub(super) async fn send<S>(
     root: PathBuf,
-    wanted: Wanted,
+    sync_request: SyncRequest,
     mut incoming: S,
     tx: Outgoing,
 ) -> Result<(), Error>
@@ -594,7 +595,7 @@ where
 
     let mut walker = tokio::task::spawn_blocking({
         let (files, stop, tx) = (files.clone(), stop.clone(), tx.clone());
-        move || list(&root, &wanted, &files, &stop, &tx)
+        move || list(&root, &sync_request, &files, &stop, &tx)
     });
     let mut walking = true;
 
@@ -658,7 +659,7 @@ async fn fail(tx: &Outgoing, error: Error) -> Result<(), Error> {
 /// STAT that ends them. Returns early, without error, once the exchange has stopped.
 fn list(
     root: &Path,
-    wanted: &Wanted,
+    sync_request: &SyncRequest,
     files: &Mutex<HashMap<u32, PathBuf>>,
     stop: &AtomicBool,
     tx: &Outgoing,
@@ -668,7 +669,7 @@ fn list(
     if !meta.is_dir() {
         return Err(Error::NotAFolder { path: root });
     }
-    let filter = Filter::new(&root, wanted)?;
+    let filter = Filter::new(&root, sync_request)?;
 
     let mut next_id: u32 = 0;
     let mut emit = |stat: Stat, abs: PathBuf| -> bool {
@@ -741,9 +742,9 @@ mod tests {
     use std::os::unix::fs::{symlink, PermissionsExt};
     use tokio_stream::wrappers::ReceiverStream;
 
-    fn wanted(includes: &[&str], excludes: &[&str], follow: &[&str]) -> Wanted {
+    fn sync_request(includes: &[&str], excludes: &[&str], follow: &[&str]) -> SyncRequest {
         let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
-        Wanted {
+        SyncRequest {
             dir_name: "context".into(),
             include_patterns: owned(includes),
             exclude_patterns: owned(excludes),
@@ -757,8 +758,8 @@ mod tests {
         fs::write(path, contents).unwrap();
     }
 
-    fn listing(root: &Path, wanted: &Wanted) -> Vec<Stat> {
-        let filter = Filter::new(root, wanted).unwrap();
+    fn listing(root: &Path, sync_request: &SyncRequest) -> Vec<Stat> {
+        let filter = Filter::new(root, sync_request).unwrap();
         let mut out = Vec::new();
         let finished = walk(root, &filter, &mut |stat, _| {
             out.push(stat);
@@ -796,7 +797,7 @@ mod tests {
     }
 
     #[test]
-    fn go_file_modes_for_each_file_type() {
+    fn go_file_mode_per_type() {
         assert_eq!(go_file_mode(0o100644), 0o644);
         assert_eq!(go_file_mode(0o40755), mode::DIR | 0o755);
         assert_eq!(go_file_mode(0o120777), mode::SYMLINK | 0o777);
@@ -815,12 +816,12 @@ mod tests {
     }
 
     #[test]
-    fn listing_is_depth_first_in_byte_order_of_names() {
+    fn listing_order_is_byte_order() {
         let dir = tempfile::tempdir().unwrap();
         for rel in ["b", "a-b", "a/c", "B", "z/y/x", "a/a"] {
             write(dir.path(), rel, rel);
         }
-        let stats = listing(dir.path(), &Wanted::default());
+        let stats = listing(dir.path(), &SyncRequest::default());
         assert_eq!(
             paths(&stats),
             ["B", "a", "a/a", "a/c", "a-b", "b", "z", "z/y", "z/y/x"]
@@ -829,7 +830,7 @@ mod tests {
     }
 
     #[test]
-    fn stats_carry_mode_size_owner_time_and_links() {
+    fn stat_fields_and_links() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "run.sh", "#!/bin/sh\n");
         fs::set_permissions(
@@ -841,7 +842,7 @@ mod tests {
         fs::hard_link(dir.path().join("run.sh"), dir.path().join("zz-hard")).unwrap();
         fs::create_dir(dir.path().join("sub")).unwrap();
 
-        let stats = listing(dir.path(), &Wanted::default());
+        let stats = listing(dir.path(), &SyncRequest::default());
         assert_eq!(paths(&stats), ["link", "run.sh", "sub", "zz-hard"]);
         let meta = fs::symlink_metadata(dir.path().join("run.sh")).unwrap();
 
@@ -871,7 +872,7 @@ mod tests {
     }
 
     #[test]
-    fn excluded_folders_are_left_out_unless_an_exception_reaches_inside() {
+    fn excludes_with_exceptions() {
         let dir = tempfile::tempdir().unwrap();
         for rel in [
             "app.log",
@@ -885,7 +886,7 @@ mod tests {
             write(dir.path(), rel, rel);
         }
         let excludes = ["**/*.log", "build", "!build/keep.txt", "node_modules"];
-        let stats = listing(dir.path(), &wanted(&[], &excludes, &[]));
+        let stats = listing(dir.path(), &sync_request(&[], &excludes, &[]));
         assert_eq!(
             paths(&stats),
             ["build", "build/keep.txt", "src", "src/main.rs"]
@@ -894,7 +895,7 @@ mod tests {
     }
 
     #[test]
-    fn includes_send_the_folders_above_matched_files() {
+    fn includes_send_parent_folders() {
         let dir = tempfile::tempdir().unwrap();
         for rel in [
             "Dockerfile",
@@ -907,7 +908,7 @@ mod tests {
         }
         let stats = listing(
             dir.path(),
-            &wanted(&["src/**/*.rs", "Dockerfile"], &[], &[]),
+            &sync_request(&["src/**/*.rs", "Dockerfile"], &[], &[]),
         );
         assert_eq!(
             paths(&stats),
@@ -915,46 +916,46 @@ mod tests {
         );
         assert_receiver_order(&stats);
 
-        let stats = listing(dir.path(), &wanted(&["src"], &["src/a"], &[]));
+        let stats = listing(dir.path(), &sync_request(&["src"], &["src/a"], &[]));
         assert_eq!(paths(&stats), ["src", "src/b.rs"]);
     }
 
     #[test]
-    fn followpaths_include_the_symlink_and_its_target() {
+    fn followpaths_include_link_targets() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "real/Dockerfile.dev", "FROM x\n");
         write(dir.path(), "other", "");
         symlink("real/Dockerfile.dev", dir.path().join("Dockerfile")).unwrap();
-        let stats = listing(dir.path(), &wanted(&[], &[], &["Dockerfile"]));
+        let stats = listing(dir.path(), &sync_request(&[], &[], &["Dockerfile"]));
         assert_eq!(paths(&stats), ["Dockerfile", "real", "real/Dockerfile.dev"]);
 
-        let stats = listing(dir.path(), &wanted(&["other"], &[], &["missing"]));
+        let stats = listing(dir.path(), &sync_request(&["other"], &[], &["missing"]));
         assert_eq!(paths(&stats), ["other"]);
 
         // As in fsutil, following `.` adds nothing to the include patterns.
-        let stats = listing(dir.path(), &wanted(&["other"], &[], &["."]));
+        let stats = listing(dir.path(), &sync_request(&["other"], &[], &["."]));
         assert_eq!(paths(&stats), ["other"]);
     }
 
     #[test]
-    fn metadata_values_may_be_url_encoded() {
+    fn metadata_url_encoding() {
         let mut metadata = MetadataMap::new();
         metadata.insert("dir-name", "context".parse().unwrap());
         metadata.append("exclude-patterns", "a%C3%A9+b".parse().unwrap());
         metadata.append("exclude-patterns", "%zz".parse().unwrap());
         metadata.insert("exclude-patterns-encoded", "1".parse().unwrap());
         metadata.append("include-patterns", "x+y".parse().unwrap());
-        let wanted = Wanted::from_metadata(&metadata);
-        assert_eq!(wanted.dir_name, "context");
-        assert_eq!(wanted.exclude_patterns, ["a\u{e9} b", "%zz"]);
-        assert_eq!(wanted.include_patterns, ["x+y"]);
-        assert!(wanted.follow_paths.is_empty());
+        let sync_request = SyncRequest::from_metadata(&metadata);
+        assert_eq!(sync_request.dir_name, "context");
+        assert_eq!(sync_request.exclude_patterns, ["a\u{e9} b", "%zz"]);
+        assert_eq!(sync_request.include_patterns, ["x+y"]);
+        assert!(sync_request.follow_paths.is_empty());
     }
 
-    /// Drives `send` like fsutil's receiver: takes the listing, asks for every regular file
+    /// Drives `send` like fsutil's receiver: takes the listing, requests every regular file
     /// without a hard-link target, then ends with FIN.
     #[tokio::test]
-    async fn the_packet_exchange_ends_with_fin() {
+    async fn packet_exchange_ends_with_fin() {
         let dir = tempfile::tempdir().unwrap();
         let big: String = "0123456789".repeat(20_000);
         write(dir.path(), "big.txt", &big);
@@ -966,7 +967,13 @@ mod tests {
         let (tx, mut rx) = channel();
         let root = dir.path().to_owned();
         let sender = tokio::spawn(async move {
-            send(root, Wanted::default(), ReceiverStream::new(peer_rx), tx).await
+            send(
+                root,
+                SyncRequest::default(),
+                ReceiverStream::new(peer_rx),
+                tx,
+            )
+            .await
         });
 
         let mut stats = Vec::new();
@@ -982,20 +989,20 @@ mod tests {
             paths(&stats),
             ["big.txt", "empty", "sub", "sub/small", "sub/twin"]
         );
-        let wanted: Vec<u32> = stats
+        let sync_request: Vec<u32> = stats
             .iter()
             .enumerate()
             .filter(|(_, s)| s.mode & mode::TYPE == 0 && s.linkname.is_empty())
             .map(|(i, _)| i as u32)
             .collect();
-        assert_eq!(wanted, [0, 1, 3]);
-        for id in &wanted {
+        assert_eq!(sync_request, [0, 1, 3]);
+        for id in &sync_request {
             peer_tx.send(Ok(Packet::request(*id))).await.unwrap();
         }
 
         let mut contents: HashMap<u32, Vec<u8>> = HashMap::new();
         let mut done = BTreeSet::new();
-        while done.len() < wanted.len() {
+        while done.len() < sync_request.len() {
             let packet = rx.recv().await.unwrap().unwrap();
             assert_eq!(packet.r#type(), PacketType::Data);
             assert!(
@@ -1022,14 +1029,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_request_for_an_unknown_id_fails_with_an_error_packet() {
+    async fn unknown_file_id_fails() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "a", "a");
         let (peer_tx, peer_rx) = mpsc::channel(16);
         let (tx, mut rx) = channel();
         let root = dir.path().to_owned();
         let sender = tokio::spawn(async move {
-            send(root, Wanted::default(), ReceiverStream::new(peer_rx), tx).await
+            send(
+                root,
+                SyncRequest::default(),
+                ReceiverStream::new(peer_rx),
+                tx,
+            )
+            .await
         });
         while rx.recv().await.unwrap().unwrap().stat.is_some() {}
         peer_tx.send(Ok(Packet::request(9))).await.unwrap();
@@ -1043,13 +1056,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_error_from_the_receiver_ends_the_transfer() {
+    async fn receiver_error_ends_transfer() {
         let dir = tempfile::tempdir().unwrap();
         let (peer_tx, peer_rx) = mpsc::channel(16);
         let (tx, _rx) = channel();
         let root = dir.path().to_owned();
         let sender = tokio::spawn(async move {
-            send(root, Wanted::default(), ReceiverStream::new(peer_rx), tx).await
+            send(
+                root,
+                SyncRequest::default(),
+                ReceiverStream::new(peer_rx),
+                tx,
+            )
+            .await
         });
         peer_tx.send(Ok(Packet::error("disk full"))).await.unwrap();
         let err = sender.await.unwrap().unwrap_err();
@@ -1057,7 +1076,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_bad_pattern_is_reported_to_the_receiver() {
+    async fn bad_pattern_reaches_receiver() {
         let dir = tempfile::tempdir().unwrap();
         let (_peer_tx, peer_rx) = mpsc::channel(16);
         let (tx, mut rx) = channel();
@@ -1065,7 +1084,7 @@ mod tests {
         let sender = tokio::spawn(async move {
             send(
                 root,
-                wanted(&[], &["[oops"], &[]),
+                sync_request(&[], &["[oops"], &[]),
                 ReceiverStream::new(peer_rx),
                 tx,
             )

@@ -1,9 +1,9 @@
 //! The BuildKit session: the gRPC server that envc runs for BuildKit on one open stream.
 //!
-//! During a solve BuildKit calls back into the client through the session: it checks the
+//! During a solve BuildKit calls back into the client through the session. It checks the
 //! session's health, reads local folders (the Dockerfile frontend's `context` and `dockerfile`,
-//! any `local://NAME` source), sends an exporter's output (the `oci` exporter's tar), and asks
-//! for registry credentials. This module serves those calls as HTTP/2 gRPC on a stream that the
+//! any `local://NAME` source), sends an exporter's output (the `oci` exporter's tar), and
+//! requests registry credentials. This module serves those calls as HTTP/2 gRPC on a stream that the
 //! caller has already opened (the Docker daemon's `POST /session` upgrade, or a Control.Session
 //! stream); opening that stream, and telling BuildKit the session's ID in `SolveRequest`, is
 //! the client's part. Secrets (`GetSecret`) and SSH forwarding are not served.
@@ -38,7 +38,7 @@ pub const FILE_SYNC_DIFF_COPY: &str = "/moby.filesync.v1.FileSync/DiffCopy";
 pub const FILE_SEND_DIFF_COPY: &str = "/moby.filesync.v1.FileSend/DiffCopy";
 pub const AUTH_CREDENTIALS: &str = "/moby.filesync.v1.Auth/Credentials";
 
-/// Every method this session serves; any other answers UNIMPLEMENTED.
+/// Every method this session serves. Any other method returns UNIMPLEMENTED.
 pub const METHODS: [&str; 4] = [
     HEALTH_CHECK,
     FILE_SYNC_DIFF_COPY,
@@ -46,10 +46,13 @@ pub const METHODS: [&str; 4] = [
     AUTH_CREDENTIALS,
 ];
 
+/// The largest exporter chunk accepted. BuildKit sends chunks of at most 3 MiB.
+const MAX_CHUNK: usize = 16 * 1024 * 1024;
+
 /// Length of a session ID, as BuildKit's own clients make them.
 const ID_LEN: usize = 25;
 
-/// What one build's session offers BuildKit.
+/// The local folders, output file and credentials that one build's session offers BuildKit.
 #[derive(Clone, Default)]
 pub struct SessionSpec {
     /// Random and unique per build; `SolveRequest.session` and `local.session` name it.
@@ -185,6 +188,7 @@ async fn route(spec: Arc<SessionSpec>, request: http::Request<Incoming>) -> http
         FILE_SEND_DIFF_COPY => {
             let service = tower::service_fn(move |call| filesend::receive(spec.clone(), call));
             Grpc::new(ProstCodec::default())
+                .max_decoding_message_size(MAX_CHUNK)
                 .streaming(service, request)
                 .await
         }
@@ -206,7 +210,7 @@ async fn health(
     }))
 }
 
-/// Answers with the login stored for the host, or empty fields (anonymous) when there is none.
+/// Returns the login stored for the host, or empty fields (anonymous) when there is none.
 async fn credentials(
     spec: Arc<SessionSpec>,
     request: Request<CredentialsRequest>,
@@ -218,7 +222,7 @@ async fn credentials(
     Ok(Response::new(CredentialsResponse { username, secret }))
 }
 
-/// Docker Hub goes by several names; BuildKit asks for `registry-1.docker.io`.
+/// Names of Docker Hub. BuildKit requests credentials for `registry-1.docker.io`.
 const DOCKER_HUB: [&str; 4] = [
     "registry-1.docker.io",
     "docker.io",
@@ -245,24 +249,24 @@ async fn diff_copy(
     spec: Arc<SessionSpec>,
     request: Request<Streaming<Packet>>,
 ) -> Result<Response<PacketStream>, Status> {
-    let wanted = fsutil::Wanted::from_metadata(request.metadata());
-    let Some(root) = spec.dirs.get(&wanted.dir_name).cloned() else {
+    let sync_request = fsutil::SyncRequest::from_metadata(request.metadata());
+    let Some(root) = spec.dirs.get(&sync_request.dir_name).cloned() else {
         let error = Error::UnknownDir {
-            name: wanted.dir_name,
+            name: sync_request.dir_name,
         };
         return Err(error.to_status());
     };
     tracing::debug!(
-        dir = %wanted.dir_name,
-        includes = wanted.include_patterns.len(),
-        excludes = wanted.exclude_patterns.len(),
+        dir = %sync_request.dir_name,
+        includes = sync_request.include_patterns.len(),
+        excludes = sync_request.exclude_patterns.len(),
         "BuildKit reads a local folder"
     );
     let (tx, rx) = fsutil::channel();
     let incoming = request.into_inner();
     tokio::spawn(async move {
-        let dir = wanted.dir_name.clone();
-        if let Err(error) = fsutil::send(root, wanted, incoming, tx).await {
+        let dir = sync_request.dir_name.clone();
+        if let Err(error) = fsutil::send(root, sync_request, incoming, tx).await {
             tracing::debug!(%dir, %error, "sending a local folder failed");
         }
     });
@@ -430,7 +434,7 @@ mod tests {
     }
 
     #[test]
-    fn headers_announce_the_session_and_every_method() {
+    fn headers_list_every_method() {
         let mut spec = SessionSpec::new("caf\u{e9} project", "k");
         spec.credentials
             .insert("127.0.0.1:5000".into(), ("user".into(), "hunter2".into()));
@@ -458,7 +462,7 @@ mod tests {
     }
 
     #[test]
-    fn shared_keys_follow_the_folder() {
+    fn shared_key_per_folder() {
         let a = tempfile::tempdir().unwrap();
         let b = tempfile::tempdir().unwrap();
         assert_eq!(shared_key_for(a.path()), shared_key_for(a.path()));
@@ -467,7 +471,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn health_is_serving_and_unknown_methods_are_unimplemented() {
+    async fn health_and_unknown_methods() {
         let mut client = connect(spec()).await;
         let health: HealthCheckResponse =
             unary(&mut client, HEALTH_CHECK, HealthCheckRequest::default())
@@ -486,7 +490,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn credentials_are_answered_by_host() {
+    async fn credentials_by_host() {
         let mut spec = spec();
         spec.credentials
             .insert("127.0.0.1:5000".into(), ("user".into(), "pw".into()));
@@ -516,7 +520,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn file_send_writes_the_chunks_in_order() {
+    async fn file_send_writes_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let output = dir.path().join("out.tar");
         let mut spec = spec();
@@ -553,7 +557,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn file_send_without_an_output_fails() {
+    async fn file_send_needs_output() {
         let mut client = connect(spec()).await;
         client.ready().await.unwrap();
         let chunks = tokio_stream::iter(vec![BytesMessage { data: vec![1] }]);
@@ -594,7 +598,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn file_sync_sends_a_shared_folder_over_http2() {
+    async fn file_sync_over_http2() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
         std::fs::write(dir.path().join("secret.env"), "x").unwrap();
@@ -626,7 +630,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn file_sync_refuses_folders_it_does_not_share() {
+    async fn file_sync_unknown_folder() {
         let mut client = connect(spec()).await;
         let err = diff_copy_call(&mut client, "elsewhere", &[])
             .await

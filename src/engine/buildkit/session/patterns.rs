@@ -1,9 +1,9 @@
 //! Include and exclude patterns with `.dockerignore` semantics.
 //!
-//! A pattern is a `/`-separated glob: `*` matches any run of characters but `/`, `?` one
-//! character but `/`, `[...]` a character class (`^` negates it), `\` escapes the next character,
-//! and `**` matches any number of folders (`**/x` matches `x` at any depth, `x/**` everything
-//! under `x`). Patterns are cleaned like paths, a leading `/` is ignored, and a leading `!` makes
+//! A pattern is a `/`-separated glob. `*` matches any run of characters but `/`, `?` one
+//! character but `/`, `[...]` a character class (`^` negates it), and `\` escapes the next
+//! character. `**` matches any number of folders: `**/x` matches `x` at any depth, `x/**`
+//! everything under `x`. Patterns are cleaned like paths, a leading `/` is ignored, and a leading `!` makes
 //! a pattern an exception. A pattern matches a path when it matches the path itself or one of
 //! the folders above it; the last pattern that matches decides, so `!` patterns re-include what
 //! earlier patterns excluded.
@@ -16,7 +16,7 @@ pub struct PatternSet {
     patterns: Vec<Pattern>,
 }
 
-/// What matching a folder gave, kept to match its entries without looking at the folder again.
+/// The match state of a folder, kept so that its entries are matched without the folder again.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MatchInfo {
     /// Per pattern: whether it matched the folder or a folder above it.
@@ -395,7 +395,7 @@ mod tests {
     }
 
     #[test]
-    fn exact_names_match_the_path_and_everything_under_it() {
+    fn exact_names_match_subtree() {
         assert!(matches(&["node_modules"], "node_modules"));
         assert!(matches(&["node_modules"], "node_modules/a/b.js"));
         assert!(!matches(&["node_modules"], "src/node_modules"));
@@ -403,7 +403,7 @@ mod tests {
     }
 
     #[test]
-    fn star_stays_within_one_folder() {
+    fn star_stays_in_folder() {
         assert!(matches(&["*.md"], "README.md"));
         assert!(!matches(&["*.md"], "docs/guide.md"));
         assert!(matches(&["*/temp*"], "somedir/temporary.txt"));
@@ -413,14 +413,14 @@ mod tests {
     }
 
     #[test]
-    fn question_mark_is_one_character_but_slash() {
+    fn question_mark_one_char() {
         assert!(matches(&["temp?"], "tempa"));
         assert!(!matches(&["temp?"], "temp"));
         assert!(!matches(&["a?b"], "a/b"));
     }
 
     #[test]
-    fn double_star_matches_any_number_of_folders() {
+    fn double_star_spans_folders() {
         assert!(matches(&["**/*.go"], "main.go"));
         assert!(matches(&["**/*.go"], "a/b/c.go"));
         assert!(matches(&["**/foo"], "foo"));
@@ -453,7 +453,7 @@ mod tests {
     }
 
     #[test]
-    fn exceptions_re_include_and_the_last_match_wins() {
+    fn last_match_wins() {
         let patterns = ["*.md", "!README.md"];
         assert!(matches(&patterns, "CHANGES.md"));
         assert!(!matches(&patterns, "README.md"));
@@ -465,7 +465,7 @@ mod tests {
     }
 
     #[test]
-    fn leading_slash_dot_and_trailing_slash_are_cleaned() {
+    fn patterns_are_cleaned() {
         assert!(matches(&["/secret"], "secret"));
         assert!(matches(&["./build/"], "build/out"));
         assert!(matches(&["a//b/../c"], "a/c"));
@@ -475,7 +475,7 @@ mod tests {
     }
 
     #[test]
-    fn blank_lines_are_skipped_and_bad_patterns_rejected() {
+    fn blank_and_bad_patterns() {
         assert!(set(&["", "   "]).is_empty());
         assert!(set(&["/"]).is_empty());
         for bad in ["!", "[abc", r"a\", "[z-a]"] {
@@ -488,7 +488,7 @@ mod tests {
     }
 
     #[test]
-    fn matching_from_the_parent_gives_the_same_answers() {
+    fn parent_state_matches_full_path() {
         let patterns = set(&["a/*", "!a/keep", "**/*.tmp"]);
         let (dir, info) = patterns.matches_below("a", &MatchInfo::default());
         assert!(!dir);
@@ -511,7 +511,7 @@ mod tests {
     }
 
     #[test]
-    fn folders_are_skipped_only_when_no_pattern_can_reach_inside() {
+    fn folder_pruning_is_safe() {
         let patterns = set(&["src/app", "!vendor/keep", "docs/*.md"]);
         assert!(patterns.may_match_inside("src", false));
         assert!(!patterns.may_match_inside("target", false));
@@ -523,7 +523,7 @@ mod tests {
     }
 
     #[test]
-    fn clean_follows_go() {
+    fn clean_like_go() {
         assert_eq!(clean("a//b/./c/"), "a/b/c");
         assert_eq!(clean("../a"), "../a");
         assert_eq!(clean("/../a"), "/a");

@@ -19,17 +19,17 @@ pub struct Packet {
     pub data: Vec<u8>,
 }
 
-/// What a [`Packet`] carries.
+/// The kind of a [`Packet`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
 #[repr(i32)]
 pub enum PacketType {
     /// One entry of the listing; an empty stat ends the listing.
     Stat = 0,
-    /// The receiver asks for the contents of the entry with this ID.
+    /// The receiver requests the contents of the entry with this ID.
     Req = 1,
     /// A chunk of an entry's contents; an empty chunk ends the entry.
     Data = 2,
-    /// The receiver has all it wants; the sender answers with FIN and stops.
+    /// The receiver has every file it needs. The sender replies with FIN and stops.
     Fin = 3,
     /// Either side failed; `data` holds the message.
     Err = 4,
@@ -146,7 +146,7 @@ pub enum ServingStatus {
     ServiceUnknown = 3,
 }
 
-/// `moby.filesync.v1.CredentialsRequest`: BuildKit asks for a registry's login.
+/// `moby.filesync.v1.CredentialsRequest`: BuildKit requests a registry's login.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct CredentialsRequest {
     #[prost(string, tag = "1")]
@@ -168,7 +168,7 @@ mod tests {
     use prost::Message;
 
     #[test]
-    fn end_of_listing_encodes_without_a_stat() {
+    fn end_of_listing_has_no_stat() {
         let bytes = Packet::end_of_listing().encode_to_vec();
         assert!(bytes.is_empty(), "{bytes:?}");
         let decoded = Packet::decode(bytes.as_slice()).unwrap();
@@ -176,7 +176,7 @@ mod tests {
     }
 
     #[test]
-    fn stat_fields_use_fsutil_numbers() {
+    fn stat_field_numbers() {
         let stat = Stat {
             path: "a".into(),
             mode: 1 << 31,
@@ -195,7 +195,7 @@ mod tests {
     }
 
     #[test]
-    fn packet_round_trips() {
+    fn packet_round_trip() {
         let packet = Packet::data(7, b"hello".to_vec());
         let decoded = Packet::decode(packet.encode_to_vec().as_slice()).unwrap();
         assert_eq!(decoded.r#type(), PacketType::Data);
