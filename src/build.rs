@@ -471,6 +471,7 @@ pub async fn build(
         &plan,
         options,
         outputs,
+        engine,
         &tags,
         &pushed,
         &unchanged,
@@ -742,6 +743,7 @@ async fn supply_chain(
     plan: &BuildPlan,
     options: &ProjectOptions,
     outputs: &Outputs,
+    engine: &EngineChoice,
     tags: &[String],
     pushed: &[String],
     unchanged: &[String],
@@ -763,7 +765,7 @@ async fn supply_chain(
         .map(|image| format!("{}/{}", image.registry, image.repository))
         .or_else(|| tags.first().cloned())
         .unwrap_or_default();
-    let facts = crate::sign::BuildFacts::from_plan(
+    let mut facts = crate::sign::BuildFacts::from_plan(
         plan,
         &options.workspace,
         &first_name,
@@ -774,6 +776,9 @@ async fn supply_chain(
         path: plan.config_file.clone(),
         source,
     })?;
+    if let EngineChoice::BuildKit { .. } = engine {
+        facts.engine = "buildkit".to_string();
+    }
 
     if let Some(path) = &outputs.sbom {
         let document = crate::sign::sbom::document(&facts);

@@ -245,7 +245,7 @@ impl BuildKitEngine {
         let build_ref = format!("envc-{}", spec.id);
         let request = self.solve_request(plan, &lowered, &config, &spec.id, &build_ref, cache_from);
         let features = plan.features.iter().map(|s| s.id.clone()).collect();
-        let mut progress = StepProgress::new(reporter, &lowered.steps, features);
+        let mut progress = StepProgress::new(reporter, &lowered.base, &lowered.steps, features);
         let solved = self.solve(request, &build_ref, &mut progress).await;
         let response = match solved {
             Ok(response) => response,

@@ -26,6 +26,8 @@ pub struct StepProgress<'a> {
     /// Exec op digest to step index.
     index: HashMap<String, usize>,
     steps: Vec<StepState>,
+    /// The digest of the base image's source op, and whether its fetch was reported.
+    base: (String, bool),
 }
 
 #[derive(Debug, Default, Clone)]
@@ -60,8 +62,14 @@ pub struct StepFailure {
 }
 
 impl<'a> StepProgress<'a> {
-    /// Tracks the steps whose exec ops are `digests`, named `features`, index for index.
-    pub fn new(reporter: &'a dyn Reporter, digests: &[String], features: Vec<String>) -> Self {
+    /// Tracks the steps whose exec ops are `digests`, named `features`, index for index, and
+    /// the base image's source op `base`.
+    pub fn new(
+        reporter: &'a dyn Reporter,
+        base: &str,
+        digests: &[String],
+        features: Vec<String>,
+    ) -> Self {
         let index = digests
             .iter()
             .enumerate()
@@ -72,6 +80,7 @@ impl<'a> StepProgress<'a> {
             steps: vec![StepState::default(); features.len()],
             features,
             index,
+            base: (base.to_string(), false),
         }
     }
 
@@ -85,6 +94,7 @@ impl<'a> StepProgress<'a> {
                     self.start(index, vertex);
                     ours.push((index, vertex));
                 }
+                None if vertex.digest == self.base.0 => self.base(vertex),
                 None => tracing::debug!(
                     vertex = %vertex.name,
                     cached = vertex.cached,
@@ -107,6 +117,25 @@ impl<'a> StepProgress<'a> {
                 message: format!("BuildKit: {}", String::from_utf8_lossy(&warning.short)),
             });
         }
+    }
+
+    /// Reports the base image once BuildKit has fetched it, unless it came from a cache.
+    fn base(&mut self, vertex: &control::Vertex) {
+        let Some(completed) = vertex.completed else {
+            return;
+        };
+        if self.base.1 || vertex.cached || !vertex.error.is_empty() {
+            return;
+        }
+        self.base.1 = true;
+        let took = between(vertex.started.as_ref(), &completed);
+        self.reporter.report(Event::Base {
+            message: format!(
+                "BuildKit fetched {} in {:.2}s",
+                vertex.name,
+                took.as_secs_f64()
+            ),
+        });
     }
 
     /// Reports a step as cached or started the first time its vertex shows it.
@@ -273,6 +302,7 @@ mod tests {
     fn tracker(recorder: &Recorder) -> StepProgress<'_> {
         StepProgress::new(
             recorder,
+            "sha256:base",
             &["sha256:a".to_string(), "sha256:b".to_string()],
             vec!["one".into(), "two".into()],
         )
@@ -386,6 +416,27 @@ mod tests {
         assert_eq!(failure.tail.last().unwrap(), "no newline");
         let events = recorder.0.lock().unwrap();
         assert!(!events.iter().any(|e| matches!(e, Event::StepDone { .. })));
+    }
+
+    #[test]
+    fn base_fetch_reported_once() {
+        let recorder = Recorder::default();
+        let mut progress = tracker(&recorder);
+        let mut base = vertex("sha256:base", time(1, 0), time(3, 250_000_000));
+        base.name = "base 127.0.0.1:5000/debian:bookworm".into();
+        for _ in 0..2 {
+            progress.update(&control::StatusResponse {
+                vertexes: vec![base.clone()],
+                ..Default::default()
+            });
+        }
+        let events = recorder.0.lock().unwrap().clone();
+        assert_eq!(
+            events,
+            [Event::Base {
+                message: "BuildKit fetched base 127.0.0.1:5000/debian:bookworm in 2.25s".into()
+            }]
+        );
     }
 
     #[test]
