@@ -124,7 +124,7 @@ pub struct RegistryOptions {
 }
 
 /// Returns the user name and password the Docker config file contains for `registry`, for
-/// daemons such as BuildKit that ask envc for credentials; `None` for anonymous access.
+/// daemons such as BuildKit that ask envc for credentials. `None` means anonymous access.
 pub(crate) fn basic_login(registry: &str) -> Option<(String, String)> {
     match auth::auth_for(registry) {
         oci_client::secrets::RegistryAuth::Basic(user, password) => Some((user, password)),
