@@ -187,6 +187,77 @@ pub struct Outputs {
     pub cache_from: Vec<String>,
 }
 
+/// The engine that builds a plan's steps.
+#[derive(Debug, Clone, Default)]
+pub enum EngineChoice {
+    /// The embedded engine: runc and overlayfs.
+    #[default]
+    Local,
+    /// A BuildKit daemon, buildkitd or the one inside Docker.
+    BuildKit {
+        address: crate::engine::buildkit::connect::Address,
+        tls: Option<crate::engine::buildkit::connect::TlsFiles>,
+    },
+}
+
+/// A registry cache given with `--cache-to` or `--cache-from`: `REF`, or BuildKit's form
+/// `type=registry,ref=REF[,mode=min|max]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheOption {
+    pub reference: String,
+    /// Whether every step is cached (`mode=max`, the default) or only the image's layers
+    /// (`mode=min`, which only the BuildKit engine distinguishes).
+    pub max: bool,
+}
+
+impl CacheOption {
+    /// Parses `REF` or `type=registry,ref=REF[,mode=min|max]`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Usage`] for another cache type, an unknown key or mode, or a missing `ref`.
+    pub fn parse(text: &str) -> Result<CacheOption> {
+        if !text.contains('=') {
+            return Ok(CacheOption {
+                reference: text.to_string(),
+                max: true,
+            });
+        }
+        let invalid = |reason: String| {
+            Error::usage(
+                format!("invalid cache `{text}`: {reason}"),
+                Some(
+                    "write a registry repository, or `type=registry,ref=REF[,mode=max]`"
+                        .to_string(),
+                ),
+            )
+        };
+        let (mut reference, mut max) = (None, true);
+        for part in text.split(',') {
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| invalid(format!("`{part}` is not `key=value`")))?;
+            match (key, value) {
+                ("type", "registry") => {}
+                ("type", other) => {
+                    return Err(invalid(format!(
+                        "only `type=registry` is supported, not `{other}`"
+                    )))
+                }
+                ("ref", value) if !value.is_empty() => reference = Some(value.to_string()),
+                ("mode", "max") => max = true,
+                ("mode", "min") => max = false,
+                ("mode", other) => {
+                    return Err(invalid(format!("`mode` is `min` or `max`, not `{other}`")))
+                }
+                (other, _) => return Err(invalid(format!("unknown key `{other}`"))),
+            }
+        }
+        let reference = reference.ok_or_else(|| invalid("it has no `ref`".to_string()))?;
+        Ok(CacheOption { reference, max })
+    }
+}
+
 /// The result of a build.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -233,16 +304,17 @@ pub struct Timings {
     pub total_seconds: f64,
 }
 
-/// Builds the project and writes the image to `outputs`.
+/// Builds the project with `engine` and writes the image to `outputs`.
 pub async fn build(
     options: &ProjectOptions,
     outputs: &Outputs,
+    engine: &EngineChoice,
     no_cache: bool,
     reporter: Arc<dyn Reporter>,
     cancel: &Cancel,
 ) -> Result<BuildOutcome> {
     let started = Instant::now();
-    check_outputs(outputs)?;
+    check_outputs(outputs, engine)?;
     let started_at = std::time::SystemTime::now();
     let store = Store::open(&options.store)?;
     let registry = options.registry();
@@ -256,13 +328,16 @@ pub async fn build(
     let plan = planned.plan;
     let plan_seconds = started.elapsed().as_secs_f64();
 
-    let previous = match store.plan_record(&plan.plan_digest)? {
-        Some(record)
-            if !no_cache && image_is_complete(store.content(), &record.manifest_digest) =>
-        {
+    let record_key = plan_record_key(&plan.plan_digest, engine);
+    // BuildKit exports a cache only from a solve, so `--cache-to` makes it solve again.
+    let exports_cache =
+        matches!(engine, EngineChoice::BuildKit { .. }) && outputs.cache_to.is_some();
+    let reuse = !no_cache && !exports_cache;
+    let previous = match store.plan_record(&record_key)? {
+        Some(record) if reuse && image_is_complete(store.content(), &record.manifest_digest) => {
             Some(record)
         }
-        Some(record) if !no_cache => {
+        Some(record) if reuse => {
             reporter.report(Event::Warning {
                 message: format!(
                     "a blob of image {} is missing or damaged in the store; building again",
@@ -277,13 +352,47 @@ pub async fn build(
         plan_seconds,
         ..Timings::default()
     };
+    // The destinations BuildKit pushed to itself.
+    let mut pushed_by_engine: Vec<String> = Vec::new();
     let (manifest_digest, layers, up_to_date) = match previous {
         Some(record) => {
             reporter.report(Event::Info {
                 message: format!("image is up to date ({})", short(&record.manifest_digest)),
             });
-            let layers = up_to_date_layers(&store, &plan)?;
+            let layers = match engine {
+                EngineChoice::Local => up_to_date_layers(&store, &plan)?,
+                EngineChoice::BuildKit { .. } => {
+                    image_layers(&store, &plan, &record.manifest_digest)?
+                }
+            };
             (record.manifest_digest, layers, true)
+        }
+        None if matches!(engine, EngineChoice::BuildKit { .. }) => {
+            let build_started = Instant::now();
+            let output = run_buildkit_engine(
+                &plan,
+                &store,
+                &registry,
+                outputs,
+                engine,
+                no_cache,
+                reporter.as_ref(),
+                cancel,
+            )
+            .await?;
+            timings.build_seconds = build_started.elapsed().as_secs_f64();
+            if cancel.is_cancelled() {
+                return Err(Error::Interrupted);
+            }
+            store.put_plan_record(
+                &record_key,
+                &PlanRecord {
+                    manifest_digest: output.manifest_digest.clone(),
+                },
+            )?;
+            pushed_by_engine = output.pushed.clone();
+            let layers = layer_summaries(&plan, &output.steps);
+            (output.manifest_digest, layers, false)
         }
         None => {
             if !no_cache && !outputs.cache_from.is_empty() {
@@ -306,24 +415,12 @@ pub async fn build(
                 return Err(Error::Interrupted);
             }
             store.put_plan_record(
-                &plan.plan_digest,
+                &record_key,
                 &PlanRecord {
                     manifest_digest: assembled.manifest_digest.clone(),
                 },
             )?;
-            let layers = plan
-                .features
-                .iter()
-                .zip(&results)
-                .map(|(step, result)| LayerSummary {
-                    feature: step.id.clone(),
-                    reference: step.reference.clone(),
-                    digest: result.layer.digest.clone(),
-                    size: result.layer.size,
-                    cached: result.cached,
-                    seconds: result.duration.as_secs_f64(),
-                })
-                .collect();
+            let layers = layer_summaries(&plan, &results);
             (assembled.manifest_digest, layers, false)
         }
     };
@@ -331,8 +428,9 @@ pub async fn build(
     if cancel.is_cancelled() {
         return Err(Error::Interrupted);
     }
-    if let Some(cache_to) = &outputs.cache_to {
-        let upload = push_cache_entries(&plan, &store, &registry, cache_to, reporter.as_ref());
+    if let (Some(cache_to), EngineChoice::Local) = (&outputs.cache_to, engine) {
+        let repository = CacheOption::parse(cache_to)?.reference;
+        let upload = push_cache_entries(&plan, &store, &registry, &repository, reporter.as_ref());
         until_cancelled(upload, cancel).await??;
     }
     let tags = if outputs.tags.is_empty() {
@@ -345,7 +443,14 @@ pub async fn build(
     let push_started = Instant::now();
     let mut pushed = Vec::new();
     let mut unchanged = Vec::new();
-    for destination in &outputs.push {
+    for (index, destination) in outputs.push.iter().enumerate() {
+        if let Some(pushed_ref) = pushed_by_engine.get(index) {
+            reporter.report(Event::Info {
+                message: format!("BuildKit pushed {pushed_ref}"),
+            });
+            pushed.push(pushed_ref.clone());
+            continue;
+        }
         let known = already_pushed(&registry, &manifest_digest, destination);
         if let Some(pushed_ref) = until_cancelled(known, cancel).await? {
             reporter.report(Event::Info {
@@ -366,6 +471,7 @@ pub async fn build(
         &plan,
         options,
         outputs,
+        engine,
         &tags,
         &pushed,
         &unchanged,
@@ -411,7 +517,7 @@ pub async fn build(
 
 /// Rejects tags, push destinations and an output folder that cannot work, before any build
 /// work starts.
-fn check_outputs(outputs: &Outputs) -> Result<()> {
+fn check_outputs(outputs: &Outputs, engine: &EngineChoice) -> Result<()> {
     for tag in &outputs.tags {
         ImageRef::parse(&with_default_tag(tag)).map_err(|e| {
             Error::usage(
@@ -426,9 +532,35 @@ fn check_outputs(outputs: &Outputs) -> Result<()> {
     if let Some((dir, _)) = &outputs.layout {
         check_layout_folder(dir)?;
     }
-    for repository in outputs.cache_to.iter().chain(&outputs.cache_from) {
-        CacheRepository::parse(repository)?;
+    for text in outputs.cache_to.iter().chain(&outputs.cache_from) {
+        let option = CacheOption::parse(text)?;
+        match engine {
+            EngineChoice::Local => {
+                CacheRepository::parse(&option.reference)?;
+            }
+            EngineChoice::BuildKit { .. } => check_buildkit_cache(&option.reference)?,
+        }
     }
+    if outputs.cache_from.iter().any(|text| text.contains("mode=")) {
+        return Err(Error::usage(
+            "`mode` applies to `--cache-to` only".to_string(),
+            Some("write `--cache-from REF` or `--cache-from type=registry,ref=REF`".to_string()),
+        ));
+    }
+    Ok(())
+}
+
+/// Rejects a BuildKit cache reference that names no registry or is not a valid reference.
+fn check_buildkit_cache(reference: &str) -> Result<()> {
+    if !crate::registry::names_registry(reference) {
+        return Err(Error::usage(
+            format!("cache `{reference}` names no registry"),
+            Some(format!(
+                "write the registry host in full, such as `127.0.0.1:5000/{reference}`"
+            )),
+        ));
+    }
+    ImageRef::parse(reference)?;
     Ok(())
 }
 
@@ -452,7 +584,7 @@ async fn fetch_cached_steps(
         if missing.is_empty() {
             break;
         }
-        let repository = CacheRepository::parse(text)?;
+        let repository = CacheRepository::parse(&CacheOption::parse(text)?.reference)?;
         let mut tasks = tokio::task::JoinSet::new();
         for &index in &missing {
             let (store, registry) = (store.clone(), Arc::clone(registry));
@@ -611,6 +743,7 @@ async fn supply_chain(
     plan: &BuildPlan,
     options: &ProjectOptions,
     outputs: &Outputs,
+    engine: &EngineChoice,
     tags: &[String],
     pushed: &[String],
     unchanged: &[String],
@@ -632,7 +765,7 @@ async fn supply_chain(
         .map(|image| format!("{}/{}", image.registry, image.repository))
         .or_else(|| tags.first().cloned())
         .unwrap_or_default();
-    let facts = crate::sign::BuildFacts::from_plan(
+    let mut facts = crate::sign::BuildFacts::from_plan(
         plan,
         &options.workspace,
         &first_name,
@@ -643,6 +776,9 @@ async fn supply_chain(
         path: plan.config_file.clone(),
         source,
     })?;
+    if let EngineChoice::BuildKit { .. } = engine {
+        facts.engine = "buildkit".to_string();
+    }
 
     if let Some(path) = &outputs.sbom {
         let document = crate::sign::sbom::document(&facts);
@@ -725,6 +861,117 @@ fn up_to_date_layers(store: &Store, plan: &BuildPlan) -> Result<Vec<LayerSummary
         });
     }
     Ok(layers)
+}
+
+/// Returns the key of the plan record: the plan digest for the local engine, and a key of its
+/// own for BuildKit, whose layers another tar writer writes, so that its image differs.
+fn plan_record_key(plan_digest: &str, engine: &EngineChoice) -> String {
+    match engine {
+        EngineChoice::Local => plan_digest.to_string(),
+        EngineChoice::BuildKit { .. } => format!("{plan_digest}-buildkit"),
+    }
+}
+
+/// Summarizes the layers of a build, one per step.
+fn layer_summaries(plan: &BuildPlan, results: &[crate::engine::StepResult]) -> Vec<LayerSummary> {
+    plan.features
+        .iter()
+        .zip(results)
+        .map(|(step, result)| LayerSummary {
+            feature: step.id.clone(),
+            reference: step.reference.clone(),
+            digest: result.layer.digest.clone(),
+            size: result.layer.size,
+            cached: result.cached,
+            seconds: result.duration.as_secs_f64(),
+        })
+        .collect()
+}
+
+/// Summarizes the layers of a stored image from the last layers of its manifest.
+fn image_layers(
+    store: &Store,
+    plan: &BuildPlan,
+    manifest_digest: &str,
+) -> Result<Vec<LayerSummary>> {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&store.content().read_blob(manifest_digest)?)
+            .map_err(|e| crate::image::Error::InvalidDocument(e.to_string()))?;
+    let layers = manifest
+        .get("layers")
+        .and_then(|l| l.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let first = layers.len().saturating_sub(plan.features.len());
+    Ok(plan
+        .features
+        .iter()
+        .zip(&layers[first..])
+        .map(|(step, layer)| LayerSummary {
+            feature: step.id.clone(),
+            reference: step.reference.clone(),
+            digest: layer
+                .get("digest")
+                .and_then(|d| d.as_str())
+                .unwrap_or_default()
+                .to_string(),
+            size: layer
+                .get("size")
+                .and_then(|s| s.as_u64())
+                .unwrap_or_default(),
+            cached: true,
+            seconds: 0.0,
+        })
+        .collect())
+}
+
+/// Connects to BuildKit and builds `plan` there, importing the image into `store`. BuildKit
+/// pushes to `outputs.push` itself and uses the registry caches of `outputs`.
+#[allow(clippy::too_many_arguments)]
+async fn run_buildkit_engine(
+    plan: &BuildPlan,
+    store: &Store,
+    registry: &Arc<RegistryClient>,
+    outputs: &Outputs,
+    engine: &EngineChoice,
+    no_cache: bool,
+    reporter: &dyn Reporter,
+    cancel: &Cancel,
+) -> Result<crate::engine::buildkit::BuildKitOutput> {
+    use crate::engine::buildkit::{BuildKitEngine, BuildKitOptions, CacheExport};
+
+    let EngineChoice::BuildKit { address, tls } = engine else {
+        unreachable!("called for the BuildKit engine only");
+    };
+    let cache_to = match &outputs.cache_to {
+        Some(text) => {
+            let option = CacheOption::parse(text)?;
+            Some(CacheExport {
+                reference: option.reference,
+                max: option.max,
+            })
+        }
+        None => None,
+    };
+    let cache_from = outputs
+        .cache_from
+        .iter()
+        .map(|text| CacheOption::parse(text).map(|option| option.reference))
+        .collect::<Result<Vec<_>>>()?;
+    let options = BuildKitOptions {
+        address: address.clone(),
+        tls: tls.clone(),
+        push: outputs.push.clone(),
+        cache_to,
+        cache_from: if no_cache { Vec::new() } else { cache_from },
+        no_cache,
+        registry: Arc::clone(registry),
+    };
+    let connect = BuildKitEngine::connect(options);
+    let engine = until_cancelled(connect, cancel)
+        .await?
+        .map_err(crate::engine::Error::from)?;
+    Ok(engine.build(plan, store, reporter, cancel).await?)
 }
 
 fn local_engine(store: Store, options: &ProjectOptions, no_cache: bool) -> LocalEngine {
@@ -970,7 +1217,7 @@ fn assemble(
 
 /// Formats the history entry of a Feature's layer, such as
 /// `envc: install Feature app-tool 1.0.0 from ./features/app-tool`.
-fn history_text(step: &crate::plan::Step) -> String {
+pub(crate) fn history_text(step: &crate::plan::Step) -> String {
     let version = step
         .version
         .as_deref()
@@ -1055,6 +1302,74 @@ mod tests {
         assert_eq!(
             with_default_tag("127.0.0.1:5000/hello@sha256:ab"),
             "127.0.0.1:5000/hello@sha256:ab"
+        );
+    }
+
+    #[test]
+    fn cache_option_both_forms() {
+        let plain = CacheOption::parse("127.0.0.1:5000/team/cache").unwrap();
+        assert_eq!(plain.reference, "127.0.0.1:5000/team/cache");
+        assert!(plain.max);
+
+        let min = CacheOption::parse("type=registry,ref=127.0.0.1:5000/c:tag,mode=min").unwrap();
+        assert_eq!(min.reference, "127.0.0.1:5000/c:tag");
+        assert!(!min.max);
+        assert!(
+            CacheOption::parse("ref=127.0.0.1:5000/c,mode=max")
+                .unwrap()
+                .max
+        );
+    }
+
+    #[test]
+    fn cache_option_rejects_unknown() {
+        for (text, expected) in [
+            ("type=local,dest=/tmp/x", "only `type=registry`"),
+            (
+                "type=registry,ref=r,compression=zstd",
+                "unknown key `compression`",
+            ),
+            ("type=registry,ref=r,mode=all", "`mode` is `min` or `max`"),
+            ("type=registry,mode=max", "no `ref`"),
+            ("type=registry,ref", "`ref` is not `key=value`"),
+        ] {
+            let err = CacheOption::parse(text).unwrap_err();
+            assert!(err.to_string().contains(expected), "{text}: {err}");
+            assert_eq!(err.exit_kind(), crate::error::ExitKind::InvalidInput);
+        }
+    }
+
+    #[test]
+    fn cache_tags_buildkit_only() {
+        let outputs = |cache: &str| Outputs {
+            cache_to: Some(cache.to_string()),
+            ..Outputs::default()
+        };
+        let buildkit = EngineChoice::BuildKit {
+            address: crate::engine::buildkit::connect::Address::Docker("/x.sock".into()),
+            tls: None,
+        };
+        let tagged = "type=registry,ref=127.0.0.1:5000/team/cache:main,mode=max";
+        check_outputs(&outputs(tagged), &buildkit).unwrap();
+        assert!(check_outputs(&outputs(tagged), &EngineChoice::Local).is_err());
+        check_outputs(&outputs("127.0.0.1:5000/team/cache"), &EngineChoice::Local).unwrap();
+        let err = check_outputs(&outputs("team/cache"), &buildkit).unwrap_err();
+        assert!(err.to_string().contains("names no registry"), "{err}");
+    }
+
+    #[test]
+    fn plan_record_key_per_engine() {
+        let buildkit = EngineChoice::BuildKit {
+            address: crate::engine::buildkit::connect::Address::Docker("/x.sock".into()),
+            tls: None,
+        };
+        assert_eq!(
+            plan_record_key("sha256:ab", &EngineChoice::Local),
+            "sha256:ab"
+        );
+        assert_eq!(
+            plan_record_key("sha256:ab", &buildkit),
+            "sha256:ab-buildkit"
         );
     }
 

@@ -21,7 +21,8 @@ pub enum Event {
     },
     /// A line the install script printed.
     StepLog { index: usize, line: String },
-    /// Step `index` finished; its layer is `size` bytes compressed.
+    /// Step `index` finished with a layer of `size` compressed bytes. The size is 0 when the
+    /// engine does not know it yet, because BuildKit compresses layers only when it exports them.
     StepDone {
         index: usize,
         feature: String,

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::password::EnvOrPrompt;
-use super::{BuildArgs, ProjectArgs};
-use crate::build::{self, LockMode, Outputs, ProjectOptions};
+use super::{BuildArgs, EngineArg, ProjectArgs};
+use crate::build::{self, EngineChoice, LockMode, Outputs, ProjectOptions};
 use crate::engine::Cancel;
 use crate::progress::Reporter;
 use crate::sign::KeyPair;
@@ -36,7 +36,16 @@ pub async fn run(args: BuildArgs, reporter: Arc<dyn Reporter>) -> Result<()> {
         }
     });
 
-    let outcome = build::build(&options, &outputs, args.no_cache, reporter, &cancel).await?;
+    let engine = engine_choice(&args)?;
+    let outcome = build::build(
+        &options,
+        &outputs,
+        &engine,
+        args.no_cache,
+        reporter,
+        &cancel,
+    )
+    .await?;
     if args.json {
         println!(
             "{}",
@@ -55,6 +64,41 @@ pub async fn run(args: BuildArgs, reporter: Arc<dyn Reporter>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Returns the engine `args` choose. The BuildKit daemon is `--buildkit-addr`, else
+/// `BUILDKIT_HOST`, else the Docker daemon of `DOCKER_HOST`, else Docker's default socket.
+fn engine_choice(args: &BuildArgs) -> Result<EngineChoice> {
+    use crate::engine::buildkit::connect::{Address, TlsFiles};
+
+    let given = &args.buildkit;
+    let tls = TlsFiles {
+        ca: given.buildkit_tls_ca.clone(),
+        cert: given.buildkit_tls_cert.clone(),
+        key: given.buildkit_tls_key.clone(),
+    };
+    if args.engine == EngineArg::Local {
+        if given.buildkit_addr.is_some() || !tls.is_empty() {
+            return Err(Error::usage(
+                "`--buildkit-addr` and the `--buildkit-tls-*` files need `--engine buildkit`",
+                Some("add `--engine buildkit`, or drop the BuildKit options".to_string()),
+            ));
+        }
+        return Ok(EngineChoice::Local);
+    }
+    let address_error = |e: crate::engine::buildkit::connect::Error| {
+        crate::engine::Error::from(crate::engine::buildkit::Error::from(e))
+    };
+    let address = match &given.buildkit_addr {
+        Some(text) => Address::parse(text).map_err(address_error)?,
+        None => Address::from_env()
+            .map_err(address_error)?
+            .unwrap_or_else(Address::default_docker),
+    };
+    Ok(EngineChoice::BuildKit {
+        address,
+        tls: (!tls.is_empty()).then_some(tls),
+    })
 }
 
 /// Resolves the options shared by `build` and `plan`.
@@ -129,6 +173,47 @@ mod tests {
         let (dir, tag) = parse_output("oci:out").unwrap();
         assert_eq!(dir, PathBuf::from("out"));
         assert_eq!(tag, None);
+    }
+
+    fn build_args(args: &[&str]) -> BuildArgs {
+        use clap::Parser as _;
+        let cli = super::super::Cli::try_parse_from(["envc", "build"].iter().chain(args)).unwrap();
+        match cli.command {
+            super::super::Command::Build(args) => *args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn buildkit_flags_need_engine() {
+        let err =
+            engine_choice(&build_args(&["--buildkit-addr", "unix:///run/b.sock"])).unwrap_err();
+        assert!(err.to_string().contains("--engine buildkit"), "{err}");
+    }
+
+    #[test]
+    fn buildkit_address_from_flag() {
+        let args = build_args(&[
+            "--engine",
+            "buildkit",
+            "--buildkit-addr",
+            "tcp://127.0.0.1:1234",
+            "--buildkit-tls-ca",
+            "ca.pem",
+        ]);
+        let EngineChoice::BuildKit { address, tls } = engine_choice(&args).unwrap() else {
+            panic!("not the BuildKit engine");
+        };
+        assert_eq!(address.to_string(), "tcp://127.0.0.1:1234");
+        assert_eq!(tls.unwrap().ca, Some(PathBuf::from("ca.pem")));
+    }
+
+    #[test]
+    fn engine_defaults_to_local() {
+        assert!(matches!(
+            engine_choice(&build_args(&[])).unwrap(),
+            EngineChoice::Local
+        ));
     }
 
     #[test]

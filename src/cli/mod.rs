@@ -37,7 +37,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build the image of the project at PATH.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Print the resolved plan (install order, options, cache keys) without building.
     Plan(PlanArgs),
     /// Push an image from the local store to a registry.
@@ -153,15 +153,21 @@ pub struct BuildArgs {
     #[arg(long, value_enum, default_value_t = EngineArg::Local)]
     pub engine: EngineArg,
 
+    #[command(flatten)]
+    pub buildkit: BuildKitArgs,
+
     /// Run every install script even when its layer is cached.
     #[arg(long)]
     pub no_cache: bool,
 
-    /// Store each step's layer in this registry repository, under its cache key.
+    /// Store each step's layer in this registry repository, under its cache key; also
+    /// written `type=registry,ref=REF[,mode=max|min]` (with BuildKit, `min` keeps only the
+    /// image's own layers).
     #[arg(long, value_name = "REF")]
     pub cache_to: Option<String>,
 
-    /// Reuse step layers stored in this registry repository (repeatable, tried in order).
+    /// Reuse step layers stored in this registry repository (repeatable, tried in order);
+    /// also written `type=registry,ref=REF`.
     #[arg(long, value_name = "REF")]
     pub cache_from: Vec<String>,
 
@@ -183,6 +189,31 @@ pub struct BuildArgs {
 pub enum EngineArg {
     /// The embedded engine: runc and overlayfs, as root.
     Local,
+    /// A BuildKit daemon: buildkitd, or the one inside Docker 26 or newer with the
+    /// containerd snapshotter.
+    Buildkit,
+}
+
+/// The BuildKit daemon's address and TLS files.
+#[derive(Debug, Clone, Args)]
+pub struct BuildKitArgs {
+    /// The BuildKit daemon: `unix:///PATH`, `tcp://HOST:PORT` or `docker://[/PATH]`
+    /// [default: $BUILDKIT_HOST, else the Docker daemon of $DOCKER_HOST, else
+    /// `/var/run/docker.sock`].
+    #[arg(long, value_name = "ADDR")]
+    pub buildkit_addr: Option<String>,
+
+    /// The CA certificate that signed a `tcp://` daemon's certificate.
+    #[arg(long, value_name = "FILE")]
+    pub buildkit_tls_ca: Option<PathBuf>,
+
+    /// A client certificate for a `tcp://` daemon that requires one.
+    #[arg(long, value_name = "FILE", requires = "buildkit_tls_key")]
+    pub buildkit_tls_cert: Option<PathBuf>,
+
+    /// The key of `--buildkit-tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "buildkit_tls_cert")]
+    pub buildkit_tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -198,6 +229,10 @@ pub struct PlanArgs {
     /// `dependsOn`, `installsAfter` or priority that placed it.
     #[arg(long)]
     pub explain: bool,
+
+    /// Print the LLB graph the BuildKit engine would solve, one op a line, instead of the plan.
+    #[arg(long, conflicts_with_all = ["json", "explain"])]
+    pub llb: bool,
 }
 
 #[derive(Debug, Args)]
@@ -298,7 +333,7 @@ pub struct VerifyArgs {
 pub async fn run(cli: Cli) -> Result<()> {
     let reporter = render::reporter(cli.progress, cli.verbose);
     match cli.command {
-        Command::Build(args) => build::run(args, reporter).await,
+        Command::Build(args) => build::run(*args, reporter).await,
         Command::Plan(args) => plan::run(args, reporter).await,
         Command::Push(args) => push::run(args, reporter).await,
         Command::Lock(args) => lock::run(args, reporter).await,

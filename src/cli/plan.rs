@@ -19,6 +19,15 @@ pub async fn run(args: PlanArgs, reporter: Arc<dyn Reporter>) -> Result<()> {
         });
     }
     let plan = &planned.plan;
+    if args.llb {
+        let lowered = crate::engine::buildkit::llb::lower(plan)
+            .map_err(|e| crate::engine::Error::from(crate::engine::buildkit::Error::from(e)))?;
+        print!(
+            "{}",
+            crate::engine::buildkit::llb::describe(&lowered.definition)
+        );
+        return Ok(());
+    }
 
     let cached: Vec<bool> = plan
         .features

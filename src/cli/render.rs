@@ -54,10 +54,15 @@ impl Reporter for Lines {
                 size,
                 ..
             } => {
+                // An engine that learns the layer's size only later reports 0.
+                let layer = if size > 0 {
+                    format!(", layer {}", bytes(size))
+                } else {
+                    String::new()
+                };
                 format!(
-                    "      {feature}: done in {:.2}s, layer {}",
-                    duration.as_secs_f64(),
-                    bytes(size)
+                    "      {feature}: done in {:.2}s{layer}",
+                    duration.as_secs_f64()
                 )
             }
         };

@@ -1,5 +1,6 @@
 //! Engines build a [`BuildPlan`]'s steps into layers. `local` runs each install script with
-//! runc over an overlayfs mount; a BuildKit engine will lower the same plan to LLB.
+//! runc over an overlayfs mount; `buildkit` lowers the same plan to LLB and solves it through
+//! BuildKit's Control API.
 
 pub mod buildkit;
 pub mod local;
@@ -85,11 +86,17 @@ pub enum Error {
     Image(#[from] crate::image::Error),
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    #[error(transparent)]
+    BuildKit(#[from] buildkit::Error),
 }
 
 impl Error {
     pub fn is_invalid_input(&self) -> bool {
-        matches!(self, Error::UnusableStore { .. })
+        match self {
+            Error::UnusableStore { .. } => true,
+            Error::BuildKit(e) => e.is_invalid_input(),
+            _ => false,
+        }
     }
 
     pub fn hint(&self) -> Option<String> {
@@ -106,6 +113,7 @@ impl Error {
                 "the script's last output:\n    {}",
                 output_tail.join("\n    ")
             )),
+            Error::BuildKit(e) => e.hint(),
             _ => None,
         }
     }

@@ -123,6 +123,15 @@ pub struct RegistryOptions {
     pub insecure: Vec<String>,
 }
 
+/// Returns the user name and password the Docker config file contains for `registry`, for
+/// daemons such as BuildKit that ask envc for credentials. `None` means anonymous access.
+pub(crate) fn basic_login(registry: &str) -> Option<(String, String)> {
+    match auth::auth_for(registry) {
+        oci_client::secrets::RegistryAuth::Basic(user, password) => Some((user, password)),
+        _ => None,
+    }
+}
+
 /// The maximum number of tag-list pages envc reads before giving up.
 const MAX_TAG_PAGES: usize = 1000;
 

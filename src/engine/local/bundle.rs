@@ -12,7 +12,7 @@ use crate::engine::{Error, Network};
 
 /// Where the Feature's folder is mounted inside the container; also the script's working
 /// folder. It is outside `/tmp` because install scripts often empty `/tmp` when they finish.
-pub(super) const FEATURE_MOUNT_ROOT: &str = "/.envc/features";
+pub(crate) const FEATURE_MOUNT_ROOT: &str = "/.envc/features";
 
 /// The `PATH` a script gets when the image's environment sets none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -32,7 +32,7 @@ pub(super) struct BundleSpec<'a> {
 
 /// The mount point of a Feature's folder: `FEATURE_MOUNT_ROOT/<id>`, with every character
 /// other than ASCII letters, digits, `.`, `-` and `_` replaced by `_`.
-pub(super) fn feature_mount(feature_id: &str) -> PathBuf {
+pub(crate) fn feature_mount(feature_id: &str) -> PathBuf {
     let name: String = feature_id
         .chars()
         .map(|c| {
@@ -69,7 +69,7 @@ pub(super) fn merged_output_command(rootfs: &Path, command: &[String]) -> Vec<St
 
 /// The script's environment: the step's variables, then the two user homes, and a default
 /// `PATH` when none is set.
-pub(super) fn script_env(
+pub(crate) fn script_env(
     step_env: &[(String, String)],
     remote_home: &str,
     container_home: &str,

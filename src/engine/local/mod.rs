@@ -17,7 +17,7 @@
 //! Not handled here: fetching the base image (its blobs must be in the store already) and
 //! assembling the image from the layers.
 
-mod bundle;
+pub(crate) mod bundle;
 mod leftovers;
 mod overlay;
 mod prereq;
