@@ -5,9 +5,10 @@
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use envc::build::{make_plan, LockMode, ProjectOptions};
-use envc::engine::Network;
+use envc::build::{make_plan, EngineChoice, LockMode, ProjectOptions, StageBuild};
+use envc::engine::{Cancel, Network};
 use envc::image::Compression;
+use envc::progress::Silent;
 use envc::registry::{RegistryClient, RegistryOptions};
 use envc::store::{ContentStore, Store};
 
@@ -109,9 +110,17 @@ fn plan_200_features(c: &mut Criterion) {
         .build()
         .unwrap();
 
+    let engine = EngineChoice::Local;
+    let cancel = Cancel::default();
+    let stages = StageBuild {
+        engine: &engine,
+        reporter: &Silent,
+        cancel: &cancel,
+    };
+
     // Fails the benchmark early when the synthetic project does not plan.
     let planned = runtime
-        .block_on(make_plan(&options, &store, &registry))
+        .block_on(make_plan(&options, &store, &registry, stages))
         .unwrap();
     // A `dependsOn` with other options than the listed entry adds a second instance.
     assert!(planned.plan.features.len() >= FEATURES);
@@ -119,7 +128,7 @@ fn plan_200_features(c: &mut Criterion) {
     c.bench_function("plan 200 local Features", |b| {
         b.iter(|| {
             runtime
-                .block_on(make_plan(&options, &store, &registry))
+                .block_on(make_plan(&options, &store, &registry, stages))
                 .unwrap()
         })
     });

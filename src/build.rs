@@ -74,18 +74,33 @@ pub struct Planned {
     pub warnings: Vec<String>,
 }
 
+/// How planning gets the base of a Dockerfile source: the engine that builds its stage, and
+/// where that build reports and checks for an interrupt.
+#[derive(Clone, Copy)]
+pub struct StageBuild<'a> {
+    pub engine: &'a EngineChoice,
+    pub reporter: &'a dyn Reporter,
+    pub cancel: &'a Cancel,
+}
+
 /// Loads the project and makes its plan. Fetches Features and the base image's manifest and
-/// config, but no layers.
+/// config, but no layers. A Dockerfile source's stage is built first, through BuildKit, and
+/// becomes the base; the local engine rejects such sources.
 pub async fn make_plan(
     options: &ProjectOptions,
     store: &Store,
     registry: &RegistryClient,
+    stages: StageBuild<'_>,
 ) -> Result<Planned> {
     let file = config::find_config(&options.workspace, options.config.as_deref())?;
     let config = config::load(&file, &|name| std::env::var(name).ok())?;
     // Before any Feature is fetched, so a config this build cannot use costs nothing.
     if let config::Source::Dockerfile(dockerfile) = &config.source {
-        return Err(needs_buildkit(dockerfile).into());
+        if let EngineChoice::Local = stages.engine {
+            return Err(needs_buildkit(dockerfile).into());
+        }
+        crate::engine::buildkit::dockerfile::check_paths(dockerfile)
+            .map_err(|e| crate::engine::Error::from(crate::engine::buildkit::Error::from(e)))?;
     }
 
     let feature_cache = store.root().join("features");
@@ -99,7 +114,9 @@ pub async fn make_plan(
 
     let base = match &config.source {
         config::Source::Image(image) => plan::resolve_base(image, registry).await?,
-        config::Source::Dockerfile(dockerfile) => return Err(needs_buildkit(dockerfile).into()),
+        config::Source::Dockerfile(dockerfile) => {
+            stage_base(dockerfile, options, store, registry, stages).await?
+        }
     };
     let settings = Settings {
         compression: options.compression,
@@ -122,6 +139,63 @@ pub async fn make_plan(
         labels,
         warnings,
     })
+}
+
+/// Builds the stage of `dockerfile` with BuildKit into the store and pins it as the base.
+async fn stage_base(
+    dockerfile: &config::DockerfileSource,
+    options: &ProjectOptions,
+    store: &Store,
+    registry: &RegistryClient,
+    stages: StageBuild<'_>,
+) -> Result<plan::BasePlan> {
+    use crate::engine::buildkit::client::Client;
+    use crate::engine::buildkit::dockerfile::{build_stage, StageOptions};
+
+    let EngineChoice::BuildKit { address, tls } = stages.engine else {
+        return Err(needs_buildkit(dockerfile).into());
+    };
+    let buildkit_error = |e: crate::engine::buildkit::Error| crate::engine::Error::from(e);
+    let connect = Client::connect(address, tls.as_ref());
+    let client = until_cancelled(connect, stages.cancel)
+        .await?
+        .map_err(|e| buildkit_error(e.into()))?;
+    let stage_options = StageOptions {
+        source_date_epoch: options
+            .source_date_epoch
+            .unwrap_or(DEFAULT_SOURCE_DATE_EPOCH),
+        network: options.network,
+        credentials: Default::default(),
+    };
+    let stage = build_stage(
+        &client,
+        dockerfile,
+        &stage_options,
+        store,
+        stages.reporter,
+        stages.cancel,
+    )
+    .await
+    .map_err(|e| buildkit_error(e.into()))?;
+    let mut base = plan::resolve_base(&stage.image_source(dockerfile), registry).await?;
+    // Shown in plans, progress and the SBOM: the Dockerfile and stage, not the store's path.
+    let relative = dockerfile
+        .dockerfile
+        .strip_prefix(&options.workspace)
+        .unwrap_or(&dockerfile.dockerfile);
+    let mut file = PathBuf::new();
+    for component in relative.components() {
+        match component {
+            std::path::Component::ParentDir if file.pop() => {}
+            std::path::Component::CurDir => {}
+            other => file.push(other),
+        }
+    }
+    base.reference = match &dockerfile.target {
+        Some(target) => format!("{} (stage {target})", file.display()),
+        None => file.display().to_string(),
+    };
+    Ok(base)
 }
 
 /// The error for a Dockerfile source given to the local engine, at the `build` key.
@@ -319,7 +393,12 @@ pub async fn build(
     let store = Store::open(&options.store)?;
     let registry = options.registry();
 
-    let planned = make_plan(options, &store, &registry).await?;
+    let stages = StageBuild {
+        engine,
+        reporter: reporter.as_ref(),
+        cancel,
+    };
+    let planned = make_plan(options, &store, &registry, stages).await?;
     for message in &planned.warnings {
         reporter.report(Event::Warning {
             message: message.clone(),

@@ -418,3 +418,80 @@ fn failing_script_names_feature() {
     assert!(text.contains("about to fail"), "{text}");
     assert!(text.contains("on stderr"), "{text}");
 }
+
+/// The Dockerfile fixture: stage `dev` of a three-stage Dockerfile (an `ARG` before `FROM`,
+/// build args, a `.dockerignore`) is built by BuildKit's Dockerfile frontend, and its two
+/// Features go on top as one layer each. The image runs, holds the stage's files and not the
+/// ignored or later-stage ones, and two builds from empty caches give the same digest.
+#[test]
+fn dockerfile_stage_with_features() {
+    let _daemon = DAEMON.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(address) = daemon("dockerfile_stage_with_features") else {
+        return;
+    };
+    let scratch = Scratch::new();
+    let project = scratch.copy_project(&testdata().join("dockerfile-project"), "dockerfile");
+
+    // The local engine rejects the source at its line, before fetching anything.
+    let project_arg = project.to_string_lossy().into_owned();
+    let local = scratch.envc(&["build", &project_arg]);
+    assert_eq!(local.status.code(), Some(2), "{}", stderr(&local));
+    assert!(
+        stderr(&local).contains("devcontainer.json:5:5: `build`: Dockerfile sources"),
+        "{}",
+        stderr(&local)
+    );
+    assert!(
+        stderr(&local).contains("--engine buildkit"),
+        "{}",
+        stderr(&local)
+    );
+
+    prune(&address);
+    let layout = scratch.path().join("layout");
+    let output = format!("oci:{}:dev", layout.display());
+    let first_store = scratch.path().join("store-1");
+    let first = build_buildkit(
+        &scratch,
+        &first_store,
+        &project,
+        &address,
+        &["--output", &output],
+    );
+    assert_eq!(features(&first), ["greeter", "marker"]);
+    let layers = manifest_layers(&first_store, first["digest"].as_str().unwrap());
+    let built = layer_digests(&first);
+    // The stage's layers (base, RUN, COPY, RUN, and WORKDIR's empty one), then one layer per
+    // Feature.
+    assert_eq!(layers.len(), 5 + 2, "{layers:?}");
+    let last: Vec<&str> = layers[5..]
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(last, built.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let checks = "greet; cat /etc/marker; echo \"home=$TOOLS_HOME project=$PROJECT\"; \
+                  ls /opt/tools/context; \
+                  test -e /etc/release || echo no-release; \
+                  test -e /opt/tools/context/secret.txt || echo no-secret; \
+                  test -e /opt/tools/context/notes.tmp || echo no-tmp; \
+                  test -e /.envc || echo no-envc";
+    let (code, text) = support::run_in_image(&layout, "dev", "root", checks);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("hello from the Dockerfile, envc"), "{text}");
+    assert!(text.contains("tool 2.5"), "{text}");
+    assert!(
+        text.contains("home=/opt/tools project=dockerfile-project"),
+        "{text}"
+    );
+    assert!(text.contains("included.txt"), "{text}");
+    for absent in ["no-release", "no-secret", "no-tmp", "no-envc"] {
+        assert!(text.contains(absent), "{absent}: {text}");
+    }
+
+    // From empty caches again: the same stage, the same image.
+    prune(&address);
+    let second_store = scratch.path().join("store-2");
+    let second = build_buildkit(&scratch, &second_store, &project, &address, &[]);
+    assert_eq!(first["digest"], second["digest"]);
+}

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::password::EnvOrPrompt;
-use super::{BuildArgs, EngineArg, ProjectArgs};
+use super::{BuildArgs, BuildKitArgs, EngineArg, ProjectArgs};
 use crate::build::{self, EngineChoice, LockMode, Outputs, ProjectOptions};
 use crate::engine::Cancel;
 use crate::progress::Reporter;
@@ -36,7 +36,7 @@ pub async fn run(args: BuildArgs, reporter: Arc<dyn Reporter>) -> Result<()> {
         }
     });
 
-    let engine = engine_choice(&args)?;
+    let engine = engine_choice(args.engine, &args.buildkit)?;
     let outcome = build::build(
         &options,
         &outputs,
@@ -68,16 +68,15 @@ pub async fn run(args: BuildArgs, reporter: Arc<dyn Reporter>) -> Result<()> {
 
 /// Returns the engine `args` choose. The BuildKit daemon is `--buildkit-addr`, else
 /// `BUILDKIT_HOST`, else the Docker daemon of `DOCKER_HOST`, else Docker's default socket.
-fn engine_choice(args: &BuildArgs) -> Result<EngineChoice> {
+pub(super) fn engine_choice(engine: EngineArg, given: &BuildKitArgs) -> Result<EngineChoice> {
     use crate::engine::buildkit::connect::{Address, TlsFiles};
 
-    let given = &args.buildkit;
     let tls = TlsFiles {
         ca: given.buildkit_tls_ca.clone(),
         cert: given.buildkit_tls_cert.clone(),
         key: given.buildkit_tls_key.clone(),
     };
-    if args.engine == EngineArg::Local {
+    if engine == EngineArg::Local {
         if given.buildkit_addr.is_some() || !tls.is_empty() {
             return Err(Error::usage(
                 "`--buildkit-addr` and the `--buildkit-tls-*` files need `--engine buildkit`",
@@ -186,8 +185,8 @@ mod tests {
 
     #[test]
     fn buildkit_flags_need_engine() {
-        let err =
-            engine_choice(&build_args(&["--buildkit-addr", "unix:///run/b.sock"])).unwrap_err();
+        let args = build_args(&["--buildkit-addr", "unix:///run/b.sock"]);
+        let err = engine_choice(args.engine, &args.buildkit).unwrap_err();
         assert!(err.to_string().contains("--engine buildkit"), "{err}");
     }
 
@@ -201,7 +200,8 @@ mod tests {
             "--buildkit-tls-ca",
             "ca.pem",
         ]);
-        let EngineChoice::BuildKit { address, tls } = engine_choice(&args).unwrap() else {
+        let choice = engine_choice(args.engine, &args.buildkit).unwrap();
+        let EngineChoice::BuildKit { address, tls } = choice else {
             panic!("not the BuildKit engine");
         };
         assert_eq!(address.to_string(), "tcp://127.0.0.1:1234");
@@ -210,10 +210,9 @@ mod tests {
 
     #[test]
     fn engine_defaults_to_local() {
-        assert!(matches!(
-            engine_choice(&build_args(&[])).unwrap(),
-            EngineChoice::Local
-        ));
+        let args = build_args(&[]);
+        let choice = engine_choice(args.engine, &args.buildkit).unwrap();
+        assert!(matches!(choice, EngineChoice::Local));
     }
 
     #[test]

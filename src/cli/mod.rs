@@ -233,6 +233,14 @@ pub struct PlanArgs {
     /// Print the LLB graph the BuildKit engine would solve, one op a line, instead of the plan.
     #[arg(long, conflicts_with_all = ["json", "explain"])]
     pub llb: bool,
+
+    /// The engine whose plan to show. A Dockerfile source needs `buildkit`: its stage is built
+    /// to learn the base.
+    #[arg(long, value_enum, default_value_t = EngineArg::Local)]
+    pub engine: EngineArg,
+
+    #[command(flatten)]
+    pub buildkit: BuildKitArgs,
 }
 
 #[derive(Debug, Args)]

@@ -12,7 +12,14 @@ pub async fn run(args: PlanArgs, reporter: Arc<dyn Reporter>) -> Result<()> {
     let options = super::build::project_options(&args.project)?;
     let store = Store::open(&options.store)?;
     let registry = options.registry();
-    let planned = crate::build::make_plan(&options, &store, &registry).await?;
+    let engine = super::build::engine_choice(args.engine, &args.buildkit)?;
+    let cancel = crate::engine::Cancel::default();
+    let stages = crate::build::StageBuild {
+        engine: &engine,
+        reporter: reporter.as_ref(),
+        cancel: &cancel,
+    };
+    let planned = crate::build::make_plan(&options, &store, &registry, stages).await?;
     for message in &planned.warnings {
         reporter.report(Event::Warning {
             message: message.clone(),

@@ -79,10 +79,6 @@ const HOSTNAME: &str = "envc";
 /// Errors in lowering a plan.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error(
-        "base image `{reference}` is an OCI layout folder, which the BuildKit engine cannot read"
-    )]
-    LayoutBase { reference: String },
     #[error("base image `{reference}` has an unusable config: {reason}")]
     BaseConfig { reference: String, reason: String },
     #[error(
@@ -121,11 +117,6 @@ impl Error {
 
     pub fn hint(&self) -> Option<String> {
         match self {
-            Error::LayoutBase { .. } => Some(
-                "push the base image to a registry and name it there, or build with \
-                 `--engine local`"
-                    .into(),
-            ),
             Error::BaseConfig { .. } => {
                 Some("check that the base reference names a container image".into())
             }
@@ -163,7 +154,7 @@ pub struct Lowered {
 ///
 /// # Errors
 ///
-/// [`Error::LayoutBase`] for a base from an OCI layout folder, [`Error::FeatureTooLarge`] and
+/// [`Error::FeatureTooLarge`] and
 /// [`Error::FeaturesTooLarge`] when Feature files are too big to send with the build,
 /// [`Error::UnsupportedEntry`] for a device, socket or non-UTF-8 name in a Feature folder.
 pub fn lower(plan: &BuildPlan) -> Result<Lowered, Error> {
@@ -276,7 +267,11 @@ fn metadata_with(name: Option<String>, caps: &[&str]) -> pb::OpMetadata {
 }
 
 fn base_metadata(plan: &BuildPlan) -> pb::OpMetadata {
-    metadata(format!("base {}", plan.base.reference), &["source.image"])
+    let name = format!("base {}", plan.base.reference);
+    match plan.base.source {
+        BaseSource::Registry(_) => metadata(name, &["source.image"]),
+        BaseSource::Layout { .. } => super::layout::layout_metadata(name),
+    }
 }
 
 fn exec_caps() -> &'static [&'static str] {
@@ -292,12 +287,20 @@ fn folder_caps(folder: &Folder) -> &'static [&'static str] {
 }
 
 /// Returns the image source of the base, `docker-image://<registry>/<repository>@<digest>`.
-/// The digest pins it, so no tag is kept.
+/// The digest pins it, so no tag is kept. A base in an OCI layout folder (a Dockerfile stage,
+/// or `oci:DIR`) is read through the session's content store instead.
 fn base_op(plan: &BuildPlan, platform: &pb::Platform) -> Result<pb::Op, Error> {
-    let BaseSource::Registry(image) = &plan.base.source else {
-        return Err(Error::LayoutBase {
-            reference: plan.base.reference.clone(),
-        });
+    let image = match &plan.base.source {
+        BaseSource::Registry(image) => image,
+        BaseSource::Layout { .. } => {
+            let store = super::layout::BASE_STORE;
+            return Ok(super::layout::layout_source(
+                store,
+                "",
+                &plan.base.digest,
+                platform,
+            ));
+        }
     };
     let identifier = format!(
         "docker-image://{}/{}@{}",
@@ -867,15 +870,28 @@ mod tests {
     }
 
     #[test]
-    fn lower_rejects_layout_base() {
+    fn layout_base_reads_from_session() {
         let mut plan = bare_plan();
         plan.base.source = BaseSource::Layout {
             dir: "/images/base".into(),
         };
-        let err = lower(&plan).unwrap_err();
-        assert!(matches!(err, Error::LayoutBase { .. }), "{err}");
-        assert!(err.to_string().contains("OCI layout"), "{err}");
-        assert!(err.hint().unwrap().contains("--engine local"));
+        let lowered = lower(&plan).unwrap();
+        let base = lowered
+            .definition
+            .def
+            .iter()
+            .find(|bytes| pb::bytes_digest(bytes) == lowered.base)
+            .unwrap();
+        let op = <pb::Op as prost::Message>::decode(base.as_slice()).unwrap();
+        let Some(pb::op::Op::Source(source)) = op.op else {
+            panic!("the base is not a source op: {op:?}");
+        };
+        let expected = format!("oci-layout://envc.local/envc-base@{}", plan.base.digest);
+        assert_eq!(source.identifier, expected);
+        // No session id, so the op's digest does not change from build to build.
+        assert!(!source.attrs.contains_key("oci.session"));
+        let caps = &lowered.definition.metadata[&lowered.base].caps;
+        assert!(caps.contains_key("source.ocilayout"));
     }
 
     #[test]

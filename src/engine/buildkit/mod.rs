@@ -55,6 +55,8 @@ pub enum Error {
     Client(#[from] client::Error),
     #[error(transparent)]
     Connect(#[from] connect::Error),
+    #[error(transparent)]
+    Dockerfile(#[from] dockerfile::Error),
     /// The daemon lacks something the build needs.
     #[error("BuildKit at `{address}` {what}")]
     Unsupported {
@@ -97,6 +99,7 @@ impl Error {
             Error::Lower(e) => e.is_invalid_input(),
             Error::Client(e) => e.is_invalid_input(),
             Error::Connect(e) => e.is_invalid_input(),
+            Error::Dockerfile(e) => e.is_invalid_input(),
             _ => false,
         }
     }
@@ -106,6 +109,7 @@ impl Error {
             Error::Lower(e) => e.hint(),
             Error::Client(e) => e.hint(),
             Error::Connect(e) => e.hint(),
+            Error::Dockerfile(e) => e.hint(),
             Error::Unsupported { hint, .. } => Some(hint.clone()),
             Error::PushMismatch { .. } => Some(
                 "the registry contains a different image than envc's store; push from the \
@@ -234,6 +238,10 @@ impl BuildKitEngine {
         let mut spec = SessionSpec::new("envc", session::shared_key_for(&plan.config_file));
         spec.output = Some(output.clone());
         spec.credentials = self.credentials();
+        if let crate::plan::BaseSource::Layout { dir } = &plan.base.source {
+            spec.content_stores
+                .insert(layout::BASE_STORE.to_string(), dir.clone());
+        }
         let spec = Arc::new(spec);
         let transport = self
             .client
