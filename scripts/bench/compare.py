@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Times envc against the devcontainers CLI and a hand-written Dockerfile on the anchor project.
 
-Three tools build the same project in four scenarios, interleaved round by round (the tool order
+Four tools build the same project in four scenarios, interleaved round by round (the tool order
 rotates each round), and the minimum and median of each cell go to BENCHMARKS.md:
 
   reference   `devcontainer build` (CLI 0.89.0) on dockerd 20.10's classic builder, no push
@@ -10,6 +10,8 @@ rotates each round), and the minimum and median of each cell go to BENCHMARKS.md
               snapshotter), pushed to the loopback registry
   envc        `envc build --push` with the local engine (release build), pushed to the loopback
               registry
+  buildkit    `envc build --push --engine buildkit` on the same dockerd 26 as the Dockerfile,
+              pushed to the loopback registry
 
 Scenarios, each with the base image present and nothing else of the project cached for cold:
 cold, nothing changed, last Feature's option changed, first Feature's script changed. Each
@@ -31,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-TOOLS = ["reference", "dockerfile", "envc"]
+TOOLS = ["reference", "dockerfile", "envc", "buildkit"]
 SCENARIOS = ["cold", "noop", "option", "script"]
 SCENARIO_NAMES = {
     "cold": "cold, base present",
@@ -76,9 +78,9 @@ class Bench:
         env["DOCKER_BUILDKIT"] = "0" if daemon == "d20" else "1"
         return env
 
-    def envc_env(self):
+    def envc_env(self, tool="envc"):
         env = dict(os.environ)
-        env["ENVC_STORE"] = str(self.work / "envc-store")
+        env["ENVC_STORE"] = str(self.work / f"{tool}-store")
         return env
 
     # Running ----------------------------------------------------------------------------
@@ -192,6 +194,13 @@ class Bench:
             self.docker("d26", "image", "rm", "-f", f"{REGISTRY}/bench/anchor-dockerfile:bench",
                         check=False)
             self.docker("d26", "builder", "prune", "-af")
+        elif tool == "buildkit":
+            # The base image stays in the daemon's image store; the build cache goes, and so
+            # does envc's store, which this engine uses only for the finished image.
+            self.docker("d26", "builder", "prune", "-af")
+            store = self.work / "buildkit-store"
+            if store.exists():
+                shutil.rmtree(store)
         else:
             store = self.work / "envc-store"
             if store.exists():
@@ -218,6 +227,17 @@ class Bench:
                     self.workspace(tool) / ".devcontainer",
                 ],
                 self.docker_env("d26"),
+            )
+        if tool == "buildkit":
+            return self.run(
+                [
+                    self.envc, "build", self.workspace(tool), "--progress", "quiet", "--json",
+                    "--engine", "buildkit",
+                    "--buildkit-addr", f"docker://{self.dir / 'd26' / 'docker.sock'}",
+                    "--tag", "anchor-buildkit:bench",
+                    "--push", f"{REGISTRY}/bench/anchor-buildkit:bench",
+                ],
+                self.envc_env("buildkit"),
             )
         return self.run(
             [
@@ -270,7 +290,8 @@ class Bench:
                 out([self.dir / "npm" / "node_modules" / ".bin" / "devcontainer", "--version"]),
             "node": out(["node", "--version"]),
             "dockerd (reference)": out(["docker", "version", "-f", "{{.Server.Version}}"], d20),
-            "dockerd (Dockerfile)": out(["docker", "version", "-f", "{{.Server.Version}}"], d26),
+            "dockerd (Dockerfile, envc BuildKit)":
+                out(["docker", "version", "-f", "{{.Server.Version}}"], d26),
             "buildx": out(["docker", "buildx", "version"], d26),
             "runc": out(["/usr/sbin/runc", "--version"]).splitlines()[0],
             "registry": out(["docker-registry", "--version"]),
@@ -299,7 +320,7 @@ class Bench:
             "# Benchmarks",
             "",
             "End-to-end builds of the anchor project (`testdata/anchor-project`: a Debian",
-            "bookworm base and five local Features, one pulled in by `dependsOn`) by three tools",
+            "bookworm base and five local Features, one pulled in by `dependsOn`) by four tools",
             "on the same machine, interleaved round by round. Written by `just bench`",
             "(`scripts/bench/run.sh`); do not edit by hand.",
             "",
@@ -314,13 +335,15 @@ class Bench:
             "reference": "reference: `devcontainer build`, classic builder, no push",
             "dockerfile": "hand-written Dockerfile, buildx, push",
             "envc": "envc, local engine, `--push`",
+            "buildkit": "envc, BuildKit engine (dockerd 26), `--push`",
         }
         for tool in TOOLS:
             cells = [f"{low[(tool, s)]:.2f} / {med[(tool, s)]:.2f}" for s in SCENARIOS]
             lines.append(f"| {names[tool]} | " + " | ".join(cells) + " |")
-        for other, label in [("reference", "reference"), ("dockerfile", "Dockerfile")]:
-            cells = [f"{med[('envc', s)] / med[(other, s)]:.2f} x" for s in SCENARIOS]
-            lines.append(f"| envc / {label} (medians) | " + " | ".join(cells) + " |")
+        for tool, engine in [("envc", "envc"), ("buildkit", "envc BuildKit")]:
+            for other, label in [("reference", "reference"), ("dockerfile", "Dockerfile")]:
+                cells = [f"{med[(tool, s)] / med[(other, s)]:.2f} x" for s in SCENARIOS]
+                lines.append(f"| {engine} / {label} (medians) | " + " | ".join(cells) + " |")
         cells = [f"{med[('dockerfile', s)] / med[('reference', s)]:.2f} x" for s in SCENARIOS]
         lines.append("| Dockerfile / reference (medians) | " + " | ".join(cells) + " |")
 
@@ -361,7 +384,9 @@ class Bench:
             "- **cold, base present**: the base image is in each tool's store (pulled into both",
             "  daemons; fetched and unpacked into envc's store), nothing else of the project is",
             "  cached: the reference's images and the daemon's build cache are removed, envc's",
-            "  store is a copy of one that holds only the base.",
+            "  store is a copy of one that holds only the base. The BuildKit engine starts from",
+            "  an empty envc store and dockerd 26's build cache pruned; the base stays in that",
+            "  daemon's image store, as for the Dockerfile.",
             "- **nothing changed**: the same build again.",
             "- **last Feature's option changed**: `app-tool`'s `version` option gets a value no",
             "  earlier run used (in the Dockerfile, the `VERSION=` of its `RUN`).",
