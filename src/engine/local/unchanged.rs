@@ -1,11 +1,11 @@
 //! Unchanged copies: entries overlayfs copied into the upper folder although the script left
-//! them as they were, such as a file opened for writing and closed unwritten (`useradd` and
-//! `/etc/.pwd.lock`), a file given the mode it had, or a folder copied up only because an entry
-//! inside was.
+//! them as they were. Examples are a file opened for writing and closed unwritten (`useradd`
+//! and `/etc/.pwd.lock`), a file given the mode it had, and a folder copied up only because an
+//! entry inside was.
 //!
 //! [`drop_unchanged`] runs after the script, once the runtime leftovers are gone, and removes
 //! from the upper folder each entry that equals the entry the lower folders show at its path,
-//! so that a layer holds only what the script changed. Equal means what BuildKit's overlay
+//! so that a layer contains only what the script changed. Equal means what BuildKit's overlay
 //! differ checks, so both engines make the same layer: the same type, permission bits, owner
 //! and device number; for anything but a folder the same size and modification time, which
 //! copy-up keeps to the nanosecond, so a file written again with the same bytes stays. Two
@@ -91,8 +91,8 @@ fn sweep(dir: &Path, below: &[PathBuf], dropped: &mut usize) -> Result<(), Error
     Ok(())
 }
 
-/// The entry named `name` that the merged lower folders `below` show, if any: the one in the
-/// newest folder that has the name, unless that is a whiteout.
+/// Finds the entry named `name` that the merged lower folders `below` show, if any. That is
+/// the one in the newest folder that has the name, unless it is a whiteout.
 fn lookup(below: &[PathBuf], name: &OsStr) -> Result<Option<Below>, Error> {
     for (index, dir) in below.iter().enumerate() {
         let path = dir.join(name);
@@ -106,9 +106,9 @@ fn lookup(below: &[PathBuf], name: &OsStr) -> Result<Option<Below>, Error> {
     Ok(None)
 }
 
-/// The lower folders merged at folder `found` (named `name`), newest first, as overlayfs
-/// merges them: from the one found downwards, skipping folders without the name, up to and
-/// including an opaque one, and stopping before a whiteout or anything else that is no folder.
+/// Lists the lower folders merged at folder `found` (named `name`), newest first, as overlayfs
+/// merges them. The list starts at `found` and goes down, skipping folders without the name.
+/// It ends with the first opaque folder, or before a whiteout or any other non-folder.
 fn merged_folders(below: &[PathBuf], found: &Below, name: &OsStr) -> Result<Vec<PathBuf>, Error> {
     let mut merged = vec![found.path.clone()];
     if is_opaque(&found.path)? {
@@ -132,7 +132,7 @@ fn merged_folders(below: &[PathBuf], found: &Below, name: &OsStr) -> Result<Vec<
     Ok(merged)
 }
 
-/// Whether folder `path` has the type, mode, owner and recorded attributes of `lower`.
+/// Returns whether folder `path` has the type, mode, owner and recorded attributes of `lower`.
 fn same_folder(path: &Path, now: &Metadata, lower: &Below) -> Result<bool, Error> {
     let before = &lower.meta;
     if (now.mode(), now.uid(), now.gid()) != (before.mode(), before.uid(), before.gid()) {
@@ -141,7 +141,7 @@ fn same_folder(path: &Path, now: &Metadata, lower: &Below) -> Result<bool, Error
     same_xattrs(path, &lower.path)
 }
 
-/// Whether non-folder `path` equals `lower`: metadata first, then attributes, then contents.
+/// Returns whether non-folder `path` equals `lower`, checking metadata, attributes, contents.
 fn same_entry(path: &Path, now: &Metadata, lower: &Below) -> Result<bool, Error> {
     let before = &lower.meta;
     let stat = |m: &Metadata| (m.mode(), m.uid(), m.gid(), m.rdev(), m.size());
@@ -165,7 +165,7 @@ fn same_entry(path: &Path, now: &Metadata, lower: &Below) -> Result<bool, Error>
     }
 }
 
-/// Whether the extended attributes a layer records (all but overlayfs's own) are equal.
+/// Returns whether the extended attributes a layer records (all but overlayfs's own) match.
 fn same_xattrs(upper: &Path, lower: &Path) -> Result<bool, Error> {
     Ok(recorded_xattrs(upper)? == recorded_xattrs(lower)?)
 }
@@ -188,7 +188,7 @@ fn recorded_xattrs(path: &Path) -> Result<Vec<Xattr>, Error> {
         .collect()
 }
 
-/// Whether two regular files of the same size hold the same bytes.
+/// Returns whether two regular files of the same size contain the same bytes.
 fn same_bytes(upper: &Path, lower: &Path) -> Result<bool, Error> {
     let open = |path: &Path| {
         std::fs::OpenOptions::new()
@@ -225,7 +225,7 @@ fn fill(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
-/// A 0:0 character device: overlayfs's mark of a removed path.
+/// Returns whether `meta` is a 0:0 character device, overlayfs's mark of a removed path.
 fn is_whiteout(meta: &Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
 }
@@ -257,8 +257,8 @@ mod tests {
     use super::super::overlay::OverlayMount;
     use super::*;
 
-    /// Whether the test can mount and own files; without root it says why and passes, except
-    /// under CI (`CI` set), where it fails.
+    /// Returns whether the test can mount and own files. Without root the test prints why and
+    /// passes, except under CI (`CI` set), where it fails.
     fn root() -> bool {
         if nix::unistd::geteuid().is_root() {
             return true;
@@ -342,7 +342,7 @@ mod tests {
         drop(std::fs::OpenOptions::new().write(true).open(path).unwrap());
     }
 
-    /// Every path under `dir`, relative and sorted.
+    /// Lists every path under `dir`, relative and sorted.
     fn tree(dir: &Path) -> Vec<String> {
         let mut found = Vec::new();
         let mut stack = vec![dir.to_path_buf()];
@@ -361,7 +361,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unchanged_copy_up_goes_with_the_folders_copied_for_it() {
+    fn unchanged_copy_up_dropped_with_parents() {
         if !root() {
             return;
         }
@@ -378,7 +378,7 @@ mod tests {
     }
 
     #[test]
-    fn the_same_size_with_other_bytes_stays() {
+    fn same_size_other_bytes_kept() {
         if !root() {
             return;
         }
@@ -387,7 +387,7 @@ mod tests {
 
         let left = overlay.sweep_after(|merged| {
             std::fs::write(merged.join("etc/passwd"), "toor:x:0:0\n").unwrap();
-            // Even with the old modification time back, the bytes tell.
+            // The old modification time is back, so only the bytes differ.
             copy_mtime(
                 &overlay.lower.join("etc/passwd"),
                 &merged.join("etc/passwd"),
@@ -397,14 +397,14 @@ mod tests {
     }
 
     #[test]
-    fn the_same_bytes_written_again_stay() {
+    fn same_bytes_rewritten_kept() {
         if !root() {
             return;
         }
         let overlay = Overlay::new();
         overlay.lower_file("etc/hostname", "box\n");
 
-        // A new modification time is a change, as BuildKit's differ sees it.
+        // A new modification time is a change to BuildKit's differ too.
         let left = overlay.sweep_after(|merged| {
             std::fs::write(merged.join("etc/hostname"), "box\n").unwrap();
         });
@@ -412,7 +412,7 @@ mod tests {
     }
 
     #[test]
-    fn a_mode_change_stays_and_the_same_mode_goes() {
+    fn mode_change_kept_same_mode_dropped() {
         if !root() {
             return;
         }
@@ -430,7 +430,7 @@ mod tests {
     }
 
     #[test]
-    fn an_owner_change_stays() {
+    fn owner_change_kept() {
         if !root() {
             return;
         }
@@ -446,7 +446,7 @@ mod tests {
     }
 
     #[test]
-    fn an_attribute_change_stays() {
+    fn xattr_change_kept() {
         if !root() {
             return;
         }
@@ -460,7 +460,7 @@ mod tests {
     }
 
     #[test]
-    fn new_entries_whiteouts_and_opaque_folders_stay() {
+    fn new_whiteout_and_opaque_entries_kept() {
         if !root() {
             return;
         }
@@ -474,7 +474,7 @@ mod tests {
             std::fs::create_dir_all(merged.join("srv/data")).unwrap();
             std::fs::remove_file(merged.join("etc/old")).unwrap();
             open_for_writing(&merged.join("etc/kept"));
-            // The folder made again holds what it held, but it hides the old one now.
+            // The folder made again contains what it did, but it is opaque now.
             std::fs::remove_dir_all(merged.join("opt/app")).unwrap();
             std::fs::create_dir(merged.join("opt/app")).unwrap();
             std::fs::write(merged.join("opt/app/config"), "same\n").unwrap();
@@ -502,7 +502,7 @@ mod tests {
     }
 
     #[test]
-    fn a_symlink_with_its_target_goes_and_another_target_stays() {
+    fn symlink_dropped_unless_target_changed() {
         if !root() {
             return;
         }
@@ -571,7 +571,7 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_lower_with_the_path_is_compared() {
+    fn newest_lower_entry_compared() {
         let stack = Stack::new();
         Stack::write(&stack.lowers[0], "etc/motd", "newer\n");
         Stack::write(&stack.lowers[1], "etc/motd", "older\n");
@@ -587,7 +587,7 @@ mod tests {
     }
 
     #[test]
-    fn a_path_a_newer_lower_hides_is_compared_with_nothing() {
+    fn hidden_lower_entries_kept() {
         if !root() {
             return;
         }
@@ -602,7 +602,7 @@ mod tests {
         fsmeta::set_xattr(&newer.join("opt/app"), OPAQUE_XATTR, b"y").unwrap();
         Stack::write(newer, "srv", "a file now\n");
 
-        // Copies of what the older folder holds, which the merged view no longer shows.
+        // Copies of what the older folder contains, which the merged view no longer shows.
         stack.copy_up(1, "etc/removed");
         stack.copy_up(1, "opt/app/config");
         stack.copy_up(1, "srv/file");
