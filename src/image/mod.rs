@@ -7,7 +7,7 @@
 
 pub mod assemble;
 mod compress;
-mod fsmeta;
+pub(crate) mod fsmeta;
 pub mod label;
 pub mod layer;
 mod unpack;

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 /// Bumped whenever the local engine or the layer writer changes what a step produces, so that
 /// old cache entries stop matching.
-pub const LAYER_FORMAT: u32 = 1;
+pub const LAYER_FORMAT: u32 = 2;
 
 /// Returns `sha256:<hex>` of `value` serialized as canonical JSON.
 pub fn digest_of<T: Serialize>(value: &T) -> String {

@@ -4,9 +4,10 @@
 //! For each step whose cache key has no record (or every step with `no_cache`), the engine
 //! stacks the snapshots of the base layers and of the steps before it as overlay lower folders
 //! (unpacking any that are missing from their blobs), runs the install script in a container
-//! whose root is the merged folder, removes what the runtime itself left in the upper folder,
-//! writes the upper folder as a layer, keeps it as the snapshot of that layer and only then
-//! records the step. Mounts, containers and temporary folders are cleaned up on every way out.
+//! whose root is the merged folder, removes what the runtime itself left in the upper folder
+//! and the entries overlayfs copied up that the script left unchanged, writes the upper folder
+//! as a layer, keeps it as the snapshot of that layer and only then records the step. Mounts,
+//! containers and temporary folders are cleaned up on every way out.
 //!
 //! Snapshots are keyed by their layer's `diff_id`, never by a cache key, so builds sharing a
 //! store never remove or replace a snapshot another build has mounted: a step that runs again
@@ -22,6 +23,7 @@ mod leftovers;
 mod overlay;
 mod prereq;
 mod runc;
+mod unchanged;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -324,6 +326,8 @@ impl LocalEngine {
         }
 
         leftovers.remove(&upper)?;
+        let dropped = unchanged::drop_unchanged(&upper, lower_dirs)?;
+        tracing::debug!("step `{}`: left out {dropped} unchanged copies", step.id);
         let options = LayerOptions {
             compression: plan.settings.compression,
             source_date_epoch: plan.settings.source_date_epoch,
