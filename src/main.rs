@@ -5,6 +5,15 @@ use clap::Parser;
 use envc::cli::{Cli, ProgressMode};
 
 fn main() {
+    // Die quietly when stdout's reader goes away (`envc build | head -1`), as other tools do,
+    // instead of panicking on the failed write.
+    // SAFETY: called first in main, before any other thread exists.
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    };
     let cli = Cli::parse();
 
     let level = match cli.verbose {

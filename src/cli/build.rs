@@ -102,13 +102,24 @@ pub(super) fn engine_choice(engine: EngineArg, given: &BuildKitArgs) -> Result<E
 
 /// Resolves the options shared by `build` and `plan`.
 pub(super) fn project_options(args: &ProjectArgs) -> Result<ProjectOptions> {
+    // Up to the last second of year 9999, the latest time an image config's RFC 3339 date holds.
+    const LATEST_EPOCH: i64 = 253_402_300_799;
     let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(text) if !text.is_empty() => Some(text.trim().parse::<i64>().map_err(|_| {
-            Error::usage(
-                format!("invalid `SOURCE_DATE_EPOCH` value `{text}`"),
-                Some("set it to whole seconds since the Unix epoch, or unset it".to_string()),
-            )
-        })?),
+        Ok(text) if !text.is_empty() => Some(
+            text.trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|epoch| (0..=LATEST_EPOCH).contains(epoch))
+                .ok_or_else(|| {
+                    Error::usage(
+                        format!("invalid `SOURCE_DATE_EPOCH` value `{text}`"),
+                        Some(format!(
+                            "set it to whole seconds since the Unix epoch, from 0 to \
+                             {LATEST_EPOCH}, or unset it"
+                        )),
+                    )
+                })?,
+        ),
         _ => None,
     };
     if !args.path.is_dir() {

@@ -218,7 +218,17 @@ impl Client {
             address: address.to_string(),
             source: Box::new(status),
         };
-        match client.unary::<_, InfoResponse>(INFO, InfoRequest {}).await {
+        // A listener that accepts and never answers must not hang the build.
+        let info = client.unary::<_, InfoResponse>(INFO, InfoRequest {});
+        let answer = tokio::time::timeout(connect::CONNECT_TIMEOUT, info)
+            .await
+            .unwrap_or_else(|_| {
+                Err(tonic::Status::deadline_exceeded(format!(
+                    "no answer to BuildKit's `Info` call within {} s",
+                    connect::CONNECT_TIMEOUT.as_secs()
+                )))
+            });
+        match answer {
             Ok(_) => Ok(client),
             Err(status) if status.code() == tonic::Code::Unimplemented => {
                 let request = ListWorkersRequest::default();

@@ -23,7 +23,7 @@ const ACCEPTED_FORMS: &str = "`unix:///PATH`, `tcp://HOST:PORT`, `docker://` (th
      of `DOCKER_HOST`), `docker:///PATH` or `docker://unix:///PATH`";
 
 /// How long opening a connection may take before it counts as unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The maximum number of bytes of a rejected upgrade's response body read for the message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -82,7 +82,9 @@ impl Error {
 }
 
 /// The next step when no BuildKit responds at an address.
-pub(crate) const UNREACHABLE_HINT: &str = "start buildkitd, or a Docker daemon 26 or newer with      the containerd snapshotter, and pass its address with `--buildkit-addr` or `BUILDKIT_HOST`      (`DOCKER_HOST` is used when neither is set)";
+pub(crate) const UNREACHABLE_HINT: &str = "start buildkitd, or a Docker daemon 26 or newer with \
+     the containerd snapshotter, and pass its address with `--buildkit-addr` or `BUILDKIT_HOST` \
+     (`DOCKER_HOST` is used when neither is set); a Docker socket is written `docker://PATH`";
 
 /// The address of a BuildKit daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]

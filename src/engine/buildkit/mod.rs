@@ -237,7 +237,7 @@ impl BuildKitEngine {
         let output = scratch.path().join("image.tar");
         let mut spec = SessionSpec::new("envc", session::shared_key_for(&plan.config_file));
         spec.output = Some(output.clone());
-        spec.credentials = self.credentials();
+        spec.credentials = self.credentials(plan);
         if let crate::plan::BaseSource::Layout { dir } = &plan.base.source {
             spec.content_stores
                 .insert(layout::BASE_STORE.to_string(), dir.clone());
@@ -320,16 +320,21 @@ impl BuildKitEngine {
         found
     }
 
-    /// Collects the logins of the Docker config for the registries BuildKit pushes to or reads
-    /// caches from, for the session's auth service.
-    fn credentials(&self) -> BTreeMap<String, (String, String)> {
+    /// Collects the logins of the Docker config for the registries BuildKit pulls the base
+    /// from, pushes to or reads caches from, for the session's auth service.
+    fn credentials(&self, plan: &BuildPlan) -> BTreeMap<String, (String, String)> {
+        let mut credentials = BTreeMap::new();
+        if let crate::plan::BaseSource::Registry(base) = &plan.base.source {
+            if let Some(login) = crate::registry::basic_login(&base.registry) {
+                credentials.insert(base.registry.clone(), login);
+            }
+        }
         let references = self
             .options
             .push
             .iter()
             .chain(&self.options.cache_from)
             .chain(self.options.cache_to.iter().map(|c| &c.reference));
-        let mut credentials = BTreeMap::new();
         for reference in references {
             let Ok(image) = ImageRef::parse(reference) else {
                 continue;
@@ -387,7 +392,17 @@ impl BuildKitEngine {
         }];
         if !self.options.push.is_empty() {
             let mut attrs = common;
-            attrs.insert("name".into(), self.options.push.join(","));
+            // Pushed by digest (below), so BuildKit takes repositories without tags.
+            let mut repositories: Vec<String> = self
+                .options
+                .push
+                .iter()
+                .filter_map(|text| ImageRef::parse(text).ok())
+                .map(|image| format!("{}/{}", image.registry, image.repository))
+                .collect();
+            repositories.sort();
+            repositories.dedup();
+            attrs.insert("name".into(), repositories.join(","));
             attrs.insert("push".into(), "true".into());
             if self.options.push.iter().all(|r| plain_http(r)) {
                 attrs.insert("registry.insecure".into(), "true".into());
@@ -398,6 +413,10 @@ impl BuildKitEngine {
             // pushes without keeping anything.
             attrs.insert("store".into(), "false".into());
             attrs.insert("unpack".into(), "false".into());
+            // BuildKit uploads the blobs and the manifest by digest only. envc writes the tags
+            // after the rest of the build succeeded, so a failed or interrupted build (a cache
+            // export that fails after the push, Ctrl-C during the import) leaves no tag.
+            attrs.insert("push-by-digest".into(), "true".into());
             exporters.push(control::Exporter {
                 r#type: "image".into(),
                 attrs,
@@ -538,9 +557,15 @@ impl BuildKitEngine {
                 tracing::debug!("BuildKit reports image `{digest}`, the export is `{exported}`");
             }
         }
-        let mut pushed = Vec::new();
+        // The manifest was pushed by digest: check that each repository has the exported one.
+        // Tags are written afterwards by envc's own push, which finds every blob present.
         for text in &self.options.push {
-            let reference = ImageRef::parse(&crate::build::with_default_tag(text))?;
+            let tagged = ImageRef::parse(&crate::build::with_default_tag(text))?;
+            let reference = ImageRef {
+                tag: None,
+                digest: Some(exported.to_string()),
+                ..tagged
+            };
             let found = self.options.registry.fetch_manifest(&reference).await?;
             if found.digest != exported {
                 return Err(Error::PushMismatch {
@@ -549,9 +574,8 @@ impl BuildKitEngine {
                     exported: exported.to_string(),
                 });
             }
-            pushed.push(format!("{reference}@{}", found.digest));
         }
-        Ok(pushed)
+        Ok(Vec::new())
     }
 }
 
