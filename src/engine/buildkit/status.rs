@@ -70,10 +70,16 @@ impl<'a> StepProgress<'a> {
         digests: &[String],
         features: Vec<String>,
     ) -> Self {
+        // A step solved with the cache ignored while the same op of another build is loaded
+        // is reported under a second digest, the SHA-256 of `<digest>-ignorecache`.
         let index = digests
             .iter()
             .enumerate()
-            .map(|(i, digest)| (digest.clone(), i))
+            .flat_map(|(i, digest)| {
+                let twin =
+                    super::proto::pb::bytes_digest(format!("{digest}-ignorecache").as_bytes());
+                [(digest.clone(), i), (twin, i)]
+            })
             .collect();
         StepProgress {
             reporter,
@@ -306,6 +312,34 @@ mod tests {
             &["sha256:a".to_string(), "sha256:b".to_string()],
             vec!["one".into(), "two".into()],
         )
+    }
+
+    #[test]
+    fn ignore_cache_twin_maps_to_step() {
+        let recorder = Recorder::default();
+        let mut progress = tracker(&recorder);
+        let twin = crate::engine::buildkit::proto::pb::bytes_digest(b"sha256:a-ignorecache");
+        progress.update(&control::StatusResponse {
+            vertexes: vec![vertex(&twin, time(10, 0), None)],
+            logs: vec![log(&twin, "from the twin\n")],
+            ..Default::default()
+        });
+
+        let events = recorder.0.lock().unwrap().clone();
+        assert_eq!(
+            events,
+            [
+                Event::StepStarted {
+                    index: 0,
+                    total: 2,
+                    feature: "one".into()
+                },
+                Event::StepLog {
+                    index: 0,
+                    line: "from the twin".into()
+                },
+            ]
+        );
     }
 
     #[test]
