@@ -22,10 +22,15 @@ use crate::engine::local::bundle::{feature_mount, script_env};
 use crate::engine::Network;
 use crate::plan::{BaseSource, BuildPlan, Step};
 
-/// The maximum bytes of file content in one Feature folder. The files travel inside the solve
-/// request, and Docker 26 rejects gRPC messages over 4 MiB (measured: `received message larger
-/// than max (5247156 vs. 4194304)`).
+/// The maximum bytes one Feature folder may take in the solve request: file contents, plus
+/// each entry's path and [`ENTRY_BYTES`]. The files travel inside the request, and Docker 26
+/// rejects gRPC messages over 4 MiB (measured: `received message larger than max (5247156 vs.
+/// 4194304)`).
 pub const MAX_FEATURE_BYTES: u64 = 2 << 20;
+
+/// An estimate of what one file action takes in the request besides its path and contents
+/// (mode, owner, timestamp, indexes and field tags), so that many small files count too.
+const ENTRY_BYTES: u64 = 64;
 
 /// The maximum bytes of file content in all Feature folders together, leaving room under
 /// Docker's 4 MiB for the ops and the exporters' image configs.
@@ -82,8 +87,9 @@ pub enum Error {
     #[error("base image `{reference}` has an unusable config: {reason}")]
     BaseConfig { reference: String, reason: String },
     #[error(
-        "the folder of Feature `{feature}` holds {size} bytes of files, more than the {limit} \
-         the BuildKit engine sends with the build"
+        "the folder of Feature `{feature}` takes {size} bytes or more in the build request (file \
+         contents, and the path and about 64 bytes for each entry), more than the {limit} the \
+         BuildKit engine sends with one Feature"
     )]
     FeatureTooLarge {
         feature: String,
@@ -425,7 +431,7 @@ fn exec_op(
 /// The contents of a Feature folder, sorted by path.
 struct Folder {
     entries: Vec<(String, Entry)>,
-    /// Bytes of file content.
+    /// Bytes it takes in the request: file contents, paths and [`ENTRY_BYTES`] per entry.
     size: u64,
 }
 
@@ -471,6 +477,17 @@ fn read_folder(step: &Step) -> Result<Folder, Error> {
             .ok_or_else(|| unsupported("has a name that is not UTF-8"))?;
         let meta = std::fs::symlink_metadata(&full).map_err(read_error)?;
         let kind = meta.file_type();
+        folder.size += name.len() as u64 + ENTRY_BYTES;
+        if kind.is_file() {
+            folder.size += meta.len();
+        }
+        if folder.size > MAX_FEATURE_BYTES {
+            return Err(Error::FeatureTooLarge {
+                feature: step.id.clone(),
+                size: folder.size,
+                limit: MAX_FEATURE_BYTES,
+            });
+        }
         let entry = if kind.is_dir() {
             Entry::Dir
         } else if kind.is_symlink() {
@@ -484,14 +501,6 @@ fn read_folder(step: &Step) -> Result<Folder, Error> {
         } else if kind.is_file() {
             use std::os::unix::fs::PermissionsExt;
 
-            folder.size += meta.len();
-            if folder.size > MAX_FEATURE_BYTES {
-                return Err(Error::FeatureTooLarge {
-                    feature: step.id.clone(),
-                    size: folder_size(&step.feature_dir),
-                    limit: MAX_FEATURE_BYTES,
-                });
-            }
             Entry::File {
                 executable: meta.permissions().mode() & 0o111 != 0,
                 data: std::fs::read(&full).map_err(read_error)?,
@@ -523,22 +532,6 @@ fn collect(step: &Step, relative: &Path, out: &mut Vec<PathBuf>) -> Result<(), E
         }
     }
     Ok(())
-}
-
-/// Sums the sizes of the regular files under `dir`, for the message about a folder over the
-/// limit.
-fn folder_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|entry| match entry.file_type() {
-            Ok(kind) if kind.is_dir() => folder_size(&entry.path()),
-            Ok(kind) if kind.is_file() => entry.metadata().map(|m| m.len()).unwrap_or(0),
-            _ => 0,
-        })
-        .sum()
 }
 
 /// Returns a file op from scratch that makes `folder`, with one action per entry, each on the
@@ -958,11 +951,24 @@ mod tests {
         assert!(matches!(err, Error::FeatureTooLarge { .. }), "{err}");
         assert!(err.to_string().contains("`big`"), "{err}");
         assert!(
-            err.to_string()
-                .contains(&(MAX_FEATURE_BYTES + 1).to_string()),
+            err.to_string().contains(&MAX_FEATURE_BYTES.to_string()),
             "{err}"
         );
         assert!(err.is_invalid_input());
+    }
+
+    #[test]
+    fn many_small_files_count() {
+        let dir = tempfile::tempdir().unwrap();
+        // Empty files with long names: no content, but each takes room in the request.
+        let name = "x".repeat(200);
+        for i in 0..8_000 {
+            std::fs::File::create(dir.path().join(format!("{i:05}{name}"))).unwrap();
+        }
+        let mut plan = bare_plan();
+        plan.features.push(step("many", dir.path()));
+        let err = lower(&plan).unwrap_err();
+        assert!(matches!(err, Error::FeatureTooLarge { .. }), "{err}");
     }
 
     #[test]
