@@ -66,18 +66,18 @@ pub async fn run(args: BuildArgs, reporter: Arc<dyn Reporter>) -> Result<()> {
     Ok(())
 }
 
-/// Returns the engine `args` choose. The BuildKit daemon is `--buildkit-addr`, else
+/// Returns the engine that `engine` and the BuildKit `flags` choose. The daemon is `--buildkit-addr`, else
 /// `BUILDKIT_HOST`, else the Docker daemon of `DOCKER_HOST`, else Docker's default socket.
-pub(super) fn engine_choice(engine: EngineArg, given: &BuildKitArgs) -> Result<EngineChoice> {
+pub(super) fn engine_choice(engine: EngineArg, flags: &BuildKitArgs) -> Result<EngineChoice> {
     use crate::engine::buildkit::connect::{Address, TlsFiles};
 
     let tls = TlsFiles {
-        ca: given.buildkit_tls_ca.clone(),
-        cert: given.buildkit_tls_cert.clone(),
-        key: given.buildkit_tls_key.clone(),
+        ca: flags.buildkit_tls_ca.clone(),
+        cert: flags.buildkit_tls_cert.clone(),
+        key: flags.buildkit_tls_key.clone(),
     };
     if engine == EngineArg::Local {
-        if given.buildkit_addr.is_some() || !tls.is_empty() {
+        if flags.buildkit_addr.is_some() || !tls.is_empty() {
             return Err(Error::usage(
                 "`--buildkit-addr` and the `--buildkit-tls-*` files need `--engine buildkit`",
                 Some("add `--engine buildkit`, or drop the BuildKit options".to_string()),
@@ -88,7 +88,7 @@ pub(super) fn engine_choice(engine: EngineArg, given: &BuildKitArgs) -> Result<E
     let address_error = |e: crate::engine::buildkit::connect::Error| {
         crate::engine::Error::from(crate::engine::buildkit::Error::from(e))
     };
-    let address = match &given.buildkit_addr {
+    let address = match &flags.buildkit_addr {
         Some(text) => Address::parse(text).map_err(address_error)?,
         None => Address::from_env()
             .map_err(address_error)?
@@ -102,7 +102,7 @@ pub(super) fn engine_choice(engine: EngineArg, given: &BuildKitArgs) -> Result<E
 
 /// Resolves the options shared by `build` and `plan`.
 pub(super) fn project_options(args: &ProjectArgs) -> Result<ProjectOptions> {
-    // Up to the last second of year 9999, the latest time an image config's RFC 3339 date holds.
+    // The last second of year 9999: the latest time an RFC 3339 date in an image config can hold.
     const LATEST_EPOCH: i64 = 253_402_300_799;
     let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(text) if !text.is_empty() => Some(
