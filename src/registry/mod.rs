@@ -384,6 +384,11 @@ impl RegistryClient {
                     };
                     Arc::new(Client::new(ClientConfig {
                         protocol,
+                        // A registry that accepts connections and never answers must not hang
+                        // a build: a silent connect fails after CONNECT_TIMEOUT, a silent
+                        // response after READ_TIMEOUT without a byte.
+                        connect_timeout: Some(CONNECT_TIMEOUT),
+                        read_timeout: Some(READ_TIMEOUT),
                         ..Default::default()
                     }))
                 })
@@ -443,6 +448,12 @@ fn to_oci_reference(reference: &ImageRef) -> Reference {
         ),
     }
 }
+
+/// How long a connection to a registry may take to open.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a registry may stay silent while envc waits for a response.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
