@@ -37,7 +37,7 @@ running_pid() {
     [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
 }
 
-# True when the daemon answers on its socket.
+# True when the daemon responds on its socket.
 responds() {
     [[ -S $socket ]] &&
         curl -fsS -o /dev/null --max-time 2 --unix-socket "$socket" http://localhost/_ping 2>/dev/null
@@ -103,7 +103,7 @@ start() {
         fi
         sleep 0.1
     done
-    log "the daemon did not answer within 30 s; see $log_file"
+    log "the daemon did not respond within 30 s; see $log_file"
     exit 1
 }
 

@@ -74,8 +74,8 @@ pub struct Planned {
     pub warnings: Vec<String>,
 }
 
-/// How planning gets the base of a Dockerfile source: the engine that builds its stage, and
-/// where that build reports and checks for an interrupt.
+/// The settings planning uses to build a Dockerfile source's stage: the engine, the reporter
+/// and the interrupt flag.
 #[derive(Clone, Copy)]
 pub struct StageBuild<'a> {
     pub engine: &'a EngineChoice,
@@ -198,7 +198,7 @@ async fn stage_base(
     Ok(base)
 }
 
-/// The error for a Dockerfile source given to the local engine, at the `build` key.
+/// Returns the error for a Dockerfile source given to the local engine, at the `build` key.
 fn needs_buildkit(dockerfile: &config::DockerfileSource) -> plan::Error {
     plan::Error::Invalid {
         message: format!(

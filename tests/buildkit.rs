@@ -404,7 +404,7 @@ fn failing_script_names_feature() {
 
 /// The Dockerfile fixture: stage `dev` of a three-stage Dockerfile (an `ARG` before `FROM`,
 /// build args, a `.dockerignore`) is built by BuildKit's Dockerfile frontend, and its two
-/// Features go on top as one layer each. The image runs, holds the stage's files and not the
+/// Features go on top as one layer each. The image runs and contains the stage's files, not the
 /// ignored or later-stage ones, and two builds from empty caches give the same digest.
 #[test]
 fn dockerfile_stage_with_features() {

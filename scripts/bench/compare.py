@@ -195,8 +195,8 @@ class Bench:
                         check=False)
             self.docker("d26", "builder", "prune", "-af")
         elif tool == "buildkit":
-            # The base image stays in the daemon's image store; the build cache goes, and so
-            # does envc's store, which this engine uses only for the finished image.
+            # The base image stays in the daemon's image store. The build cache goes, and so
+            # does envc's store, because this engine keeps only the finished image there.
             self.docker("d26", "builder", "prune", "-af")
             store = self.work / "buildkit-store"
             if store.exists():

@@ -538,7 +538,7 @@ mod tests {
 
     use super::*;
 
-    /// The image source of `config`, which the test expects to be an image config.
+    /// Returns the image source of `config`, which the test expects to be an image config.
     fn image_of(config: &Config) -> &ImageSource {
         match &config.source {
             Source::Image(image) => image,
@@ -786,7 +786,7 @@ mod tests {
     }
 
     #[test]
-    fn dockerfile_sources_resolve_paths_and_read_settings() {
+    fn dockerfile_source_paths_and_settings() {
         let (dir, result) = load_text(
             r#"{
               "image": "ignored",
@@ -821,7 +821,7 @@ mod tests {
     }
 
     #[test]
-    fn legacy_dockerfile_and_context_default_to_the_config_folder() {
+    fn legacy_dockerfile_defaults_context() {
         let (dir, result) = load_text(r#"{"dockerFile": "Dockerfile"}"#);
         let Source::Dockerfile(source) = result.unwrap().source else {
             panic!("expected a Dockerfile source");

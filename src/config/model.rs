@@ -14,7 +14,7 @@ pub struct Config {
     pub config_dir: PathBuf,
     /// The workspace folder: the project root that contains `.devcontainer/`.
     pub workspace: PathBuf,
-    /// Where the base image comes from: a reference, or a Dockerfile to build.
+    /// The origin of the base image: a reference, or a Dockerfile to build.
     pub source: Source,
     /// Features in the order their keys appear in the file.
     pub features: Vec<FeatureEntry>,
@@ -40,7 +40,8 @@ pub enum Source {
 }
 
 impl Source {
-    /// Where the source was written: the `image` value, or the `build` or `dockerFile` key.
+    /// Returns where the source was written: the `image` value, or the `build` or `dockerFile`
+    /// key.
     pub fn location(&self) -> &Location {
         match self {
             Source::Image(image) => &image.location,
@@ -73,7 +74,7 @@ pub struct DockerfileSource {
     pub cache_from: Vec<String>,
     /// `build.options`: `docker build` flags, as written.
     pub options: Vec<String>,
-    /// Where the `build` (or `dockerFile`) key starts.
+    /// The location of the `build` (or `dockerFile`) key.
     pub location: Location,
     /// The key as written, `build` or `dockerFile`, and a short form of its value, for messages.
     pub key: String,

@@ -384,8 +384,8 @@ impl RegistryClient {
                     };
                     Arc::new(Client::new(ClientConfig {
                         protocol,
-                        // A registry that accepts connections and never answers must not hang
-                        // a build: a silent connect fails after CONNECT_TIMEOUT, a silent
+                        // A registry that accepts connections and never responds must not hang
+                        // a build. A silent connect fails after CONNECT_TIMEOUT, and a silent
                         // response after READ_TIMEOUT without a byte.
                         connect_timeout: Some(CONNECT_TIMEOUT),
                         read_timeout: Some(READ_TIMEOUT),

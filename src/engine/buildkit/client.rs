@@ -218,7 +218,7 @@ impl Client {
             address: address.to_string(),
             source: Box::new(status),
         };
-        // A listener that accepts and never answers must not hang the build.
+        // A listener that accepts and never responds must not hang the build.
         let info = client.unary::<_, InfoResponse>(INFO, InfoRequest {});
         let answer = tokio::time::timeout(connect::CONNECT_TIMEOUT, info)
             .await

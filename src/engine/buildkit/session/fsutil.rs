@@ -45,7 +45,7 @@ pub mod mode {
 
 /// Bytes in one DATA packet.
 const CHUNK: usize = 64 * 1024;
-/// Files read at once while answering REQ packets.
+/// Files read at the same time while serving REQ packets.
 const PARALLEL_READS: usize = 4;
 /// Packets queued towards BuildKit before the walk waits.
 const QUEUE: usize = 128;
@@ -63,7 +63,7 @@ pub struct SyncRequest {
 
 impl SyncRequest {
     /// Reads `dir-name`, `include-patterns`, `exclude-patterns` and `followpaths`; a key whose
-    /// `<key>-encoded` companion is true holds URL query-escaped values.
+    /// `<key>-encoded` companion is true contains URL query-escaped values.
     pub fn from_metadata(metadata: &MetadataMap) -> Self {
         let values = |key: &str| -> Vec<String> {
             let encoded = metadata

@@ -68,9 +68,9 @@ pub struct SessionSpec {
     /// Local folders BuildKit may read, by the name LLB or a frontend uses (`context`,
     /// `dockerfile`, ...).
     pub dirs: BTreeMap<String, PathBuf>,
-    /// Where the exporter's single output stream (the `oci` exporter's tar) is written.
+    /// The file the exporter's single output stream (the `oci` exporter's tar) is written to.
     pub output: Option<PathBuf>,
-    /// Registry credentials by host, `(username, secret)`, answered through the auth service.
+    /// Registry credentials by host, `(username, secret)`, returned by the auth service.
     pub credentials: BTreeMap<String, (String, String)>,
     /// OCI layout folders BuildKit may read blobs from, by the store ID that `oci-layout://`
     /// sources name in their `oci.store` attr.
@@ -378,7 +378,7 @@ impl Error {
         message
     }
 
-    /// The gRPC status BuildKit sees for this error.
+    /// Returns the gRPC status BuildKit receives for this error.
     pub(crate) fn to_status(&self) -> Status {
         let message = self.wire_message();
         match self {

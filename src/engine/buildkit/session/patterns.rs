@@ -128,7 +128,7 @@ impl PatternSet {
     }
 
     /// Whether a pattern of the given polarity (exceptions when `exception` is true) could match
-    /// something inside the folder `dir`. A `false` answer lets a walk skip the folder.
+    /// something inside the folder `dir`. A `false` result lets a walk skip the folder.
     pub fn may_match_inside(&self, dir: &str, exception: bool) -> bool {
         self.patterns
             .iter()
@@ -175,8 +175,8 @@ impl Pattern {
         }
     }
 
-    /// Compares the pattern's leading literal components with `dir`'s; any wildcard component
-    /// makes the answer yes.
+    /// Compares the pattern's leading literal components with `dir`'s. Any wildcard component
+    /// makes the result true.
     fn may_match_inside(&self, dir: &str) -> bool {
         let mut pattern = self.text.split('/');
         for dir_component in dir.split('/') {

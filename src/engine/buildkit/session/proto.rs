@@ -31,7 +31,7 @@ pub enum PacketType {
     Data = 2,
     /// The receiver has every file it needs. The sender replies with FIN and stops.
     Fin = 3,
-    /// Either side failed; `data` holds the message.
+    /// Either side failed, and `data` contains the message.
     Err = 4,
 }
 
@@ -85,7 +85,7 @@ impl Packet {
     }
 }
 
-/// One file's metadata (`fsutil.types.Stat`). `mode` holds Go `os.FileMode` bits, not a POSIX
+/// One file's metadata (`fsutil.types.Stat`). `mode` contains Go `os.FileMode` bits, not a POSIX
 /// `st_mode`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Stat {
